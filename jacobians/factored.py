@@ -1,0 +1,139 @@
+"""The factored Jacobian: one einsum term with symbolic deltas.
+
+``Factored(out, inp, operands)`` stands for
+
+    J[out..., inp...] = einsum(operands -> out + inp)  *  prod delta(l_out, l_in)
+
+where a label written in both ``out`` and ``inp`` is a Kronecker delta between
+that output axis and that input axis.  The delta is never stored: it is the
+*same* label on both sides.  A label of ``out`` or ``inp`` that no operand
+carries is a factor of ones (a broadcast, a sum).  Examples, for x (B, D),
+W (H, D) and z = x W^T (B, H)::
+
+    dz/dx = Factored("bh", "bd", [("hd", W)])    # delta on b: samples independent
+    dz/dW = Factored("bh", "hd", [("bd", x)])    # delta on h
+    d sigmoid(z)/dz = Factored("bh", "bh", [("bh", s * (1 - s))])
+
+The composer contracts these forms with the deltas as label merges; ``dense``
+is the one place where they become explicit tensors (deltas as identity
+matrices, exactly as the notes build ``einsum("ij,bk->bijk", eye(H), x)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import opt_einsum as oe
+
+from .limits import check_bytes
+
+__all__ = ["Factored"]
+
+
+@dataclass(frozen=True)
+class Factored:
+    """d out / d arg as subscripts, operands and symbolic deltas.
+
+    ``out`` and ``inp`` label the axes of the op's output and of the argument
+    (distinct labels within each); ``operands`` are ``(subscript, array)``
+    pairs over those labels (and possibly internal summed labels).
+    """
+
+    out: str
+    inp: str
+    out_shape: tuple[int, ...]
+    in_shape: tuple[int, ...]
+    operands: tuple[tuple[str, np.ndarray], ...] = ()
+
+    def __post_init__(self) -> None:
+        for side, labels, shape in (("out", self.out, self.out_shape), ("inp", self.inp, self.in_shape)):
+            if len(set(labels)) != len(labels) or len(labels) != len(shape):
+                raise AssertionError(f"Factored: bad {side} labels {labels!r} for shape {shape}")
+        sizes = self.sizes
+        for sub, arr in self.operands:
+            if len(sub) != np.ndim(arr) or len(set(sub)) != len(sub):
+                raise AssertionError(f"Factored: operand {sub!r} has shape {np.shape(arr)}")
+            for label, n in zip(sub, np.shape(arr)):
+                if sizes.setdefault(label, n) != n:
+                    raise AssertionError(f"Factored: label {label!r} is {n} in operand {sub!r}, {sizes[label]} elsewhere")
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        sizes = dict(zip(self.out, self.out_shape))
+        for label, n in zip(self.inp, self.in_shape):
+            if sizes.setdefault(label, n) != n:
+                raise AssertionError(f"Factored: delta on {label!r} joins sizes {sizes[label]} and {n}")
+        for sub, arr in self.operands:
+            for label, n in zip(sub, np.shape(arr)):
+                sizes.setdefault(label, n)
+        return sizes
+
+    @property
+    def deltas(self) -> str:
+        """Labels tied by a delta (present in both ``out`` and ``inp``)."""
+        return "".join(label for label in self.out if label in self.inp)
+
+    @property
+    def per_sample(self) -> bool:
+        """True when output axis 0 and argument axis 0 are tied (independent samples)."""
+        return bool(self.out) and bool(self.inp) and self.out[0] == self.inp[0]
+
+    def subscripts(self) -> str:
+        """The einsum of the form, deltas written as ``eye`` operands (for display)."""
+        inp = "".join(_prime(l) if l in self.out else l for l in self.inp)
+        terms = [s for s, _ in self.operands] + [l + _prime(l) for l in self.deltas]
+        return ",".join(terms) + "->" + self.out + inp
+
+    def dense_shape(self, collapse_batch: bool = False) -> tuple[int, ...]:
+        if collapse_batch and self.per_sample:
+            return self.out_shape + self.in_shape[1:]
+        return self.out_shape + self.in_shape
+
+    def dense(self, collapse_batch: bool = False, what: str = "Jacobian") -> np.ndarray:
+        """The explicit tensor ``(out..., in...)``.
+
+        With ``collapse_batch`` and a delta between output axis 0 and argument
+        axis 0, that delta is kept implicit: the result is per-sample,
+        ``(B, out[1:]..., in[1:]...)``.
+        """
+        shape = self.dense_shape(collapse_batch)
+        dtype = np.result_type(*[a for _, a in self.operands]) if self.operands else np.float64
+        check_bytes(math.prod(shape) * np.dtype(dtype).itemsize, what, shape)
+        sizes = self.sizes
+        keep = self.inp[0] if collapse_batch and self.per_sample else None
+        fresh = _fresh_labels(self.out + self.inp + "".join(s for s, _ in self.operands))
+        rename = {l: next(fresh) for l in self.deltas if l != keep}
+        inp = "".join(rename.get(l, l) for l in self.inp)
+        if keep is not None:
+            inp = inp[1:]
+        terms: list[str] = [s for s, _ in self.operands]
+        arrays: list[np.ndarray] = [np.asarray(a) for _, a in self.operands]
+        for label, primed in rename.items():
+            terms.append(label + primed)
+            arrays.append(np.eye(sizes[label], dtype=dtype))
+        output = self.out + inp
+        missing = [l for l in output if not any(l in t for t in terms)]
+        if missing:  # factors of ones: broadcasts and sums
+            terms.append("".join(missing))
+            arrays.append(np.ones([sizes[l] for l in missing], dtype=dtype))
+        if not terms:
+            return np.ones(shape, dtype=dtype)
+        result = oe.contract(",".join(terms) + "->" + output, *arrays)
+        return np.asarray(result, dtype=dtype).reshape(shape)
+
+
+def _prime(label: str) -> str:
+    return label.upper() if label.islower() else label.lower()
+
+
+def _fresh_labels(used: Sequence[str]):
+    taken = set(used)
+    i = 0
+    while True:
+        s = oe.get_symbol(i)
+        i += 1
+        if s not in taken:
+            yield s
