@@ -1,0 +1,230 @@
+"""Tracing: a Python function of the toolkit's ops becomes a graph of nodes.
+
+``jacobians.fn.<op>`` is every op of :mod:`jacobians.ops` returning only its
+value.  Called on numpy arrays it is plain numpy; called on a traced value it
+also records a node.  Traced values support ``+ - * / @ **``, unary ``-``,
+``.T``, ``.sum()``, ``.mean()``, ``.reshape()`` and the numpy ufuncs that are
+toolkit ops (``np.tanh(h)`` is ``fn.tanh(h)``).  Tracing is eager: values are
+computed while the graph is recorded, so the graph can be replayed on new
+inputs of the same shapes without calling the Python function again.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import ops as _ops
+from .errors import as_float_array
+
+__all__ = ["Traced", "Graph", "Node", "trace", "fn"]
+
+
+@dataclass
+class Node:
+    """An input (``op is None``) or one op applied to nodes and constants."""
+
+    name: str
+    op: _ops.Op | None = None
+    args: tuple = ()            # per array argument: int (a node), ("const", array) or None
+    params: dict = field(default_factory=dict)
+    value: np.ndarray | None = None
+    builders: tuple = ()        # lazy Factored per array argument (None: absent or not differentiable)
+
+    def parents(self):
+        return [(k, a) for k, a in enumerate(self.args) if isinstance(a, int)]
+
+
+class Graph:
+    """Nodes in the order they were recorded (a topological order)."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.inputs: dict[str, int] = {}
+        self.output: int | None = None
+        self.constant_output: np.ndarray | None = None
+
+    def add(self, node: Node) -> int:
+        self.nodes.append(node)
+        return len(self.nodes) - 1
+
+    def replay(self, values: dict[str, np.ndarray]) -> None:
+        """Recompute every node for new input values (same shapes), without the Python function."""
+        for name, i in self.inputs.items():
+            self.nodes[i].value = values[name]
+        for node in self.nodes:
+            if node.op is None:
+                continue
+            arrays = {}
+            for name, a in zip(node.op.arrays, node.args):
+                arrays[name] = self.nodes[a].value if isinstance(a, int) else (None if a is None else a[1])
+            node.value, node.builders = node.op.evaluate(arrays, node.params)
+
+    def describe(self, i: int) -> str:
+        n = self.nodes[i]
+        return f"{n.name} {tuple(np.shape(n.value))}"
+
+
+class Traced:
+    """A value recorded in a graph."""
+
+    __array_priority__ = 1000
+
+    def __init__(self, graph: Graph, index: int) -> None:
+        self.graph, self.index = graph, index
+
+    @property
+    def value(self) -> np.ndarray:
+        return self.graph.nodes[self.index].value
+
+    shape = property(lambda self: self.value.shape)
+    ndim = property(lambda self: self.value.ndim)
+    dtype = property(lambda self: self.value.dtype)
+    size = property(lambda self: self.value.size)
+    T = property(lambda self: fn.transpose(self))
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __repr__(self) -> str:
+        return f"Traced({self.graph.describe(self.index)})"
+
+    __add__ = lambda self, o: fn.add(self, o)
+    __radd__ = lambda self, o: fn.add(o, self)
+    __sub__ = lambda self, o: fn.subtract(self, o)
+    __rsub__ = lambda self, o: fn.subtract(o, self)
+    __mul__ = lambda self, o: fn.multiply(self, o)
+    __rmul__ = lambda self, o: fn.multiply(o, self)
+    __truediv__ = lambda self, o: fn.divide(self, o)
+    __rtruediv__ = lambda self, o: fn.divide(o, self)
+    __matmul__ = lambda self, o: fn.matmul(self, o)
+    __rmatmul__ = lambda self, o: fn.matmul(o, self)
+    __neg__ = lambda self: fn.negative(self)
+
+    def __pow__(self, p):
+        if isinstance(p, Traced) or np.ndim(p) != 0:
+            raise TypeError("jacobians.fn: only a constant scalar exponent is supported in x ** p")
+        return fn.square(self) if p == 2 else fn.power(self, float(p))
+
+    def sum(self, axis=None, keepdims=False):
+        return fn.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return fn.mean(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape):
+        return fn.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+
+    def transpose(self, *axes):
+        return fn.transpose(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else (axes or None))
+
+    def __bool__(self):
+        raise TypeError(
+            f"jacobians: a Python branch (if, while, and/or, bool()) on a traced value "
+            f"{self.graph.describe(self.index)} cannot be traced: the composer records one computation "
+            f"for all inputs; write the choice with ops (relu, leaky_relu, multiply by a mask constant)")
+
+    def __float__(self):
+        raise TypeError(f"jacobians: float() of a traced value {self.graph.describe(self.index)} cannot be traced")
+
+    def __iter__(self):
+        raise TypeError(f"jacobians: iterating over a traced value {self.graph.describe(self.index)} "
+                        f"is not supported; index ops are not part of the toolkit")
+
+    def __getitem__(self, key):
+        raise TypeError(f"jacobians: indexing a traced value {self.graph.describe(self.index)} is not "
+                        f"supported by the composer; use reshape/transpose/sum, or pass the piece as an argument")
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            f"jacobians: a traced value {self.graph.describe(self.index)} was passed to a function the "
+            f"tracer does not know (numpy, or jacobians.ops which returns Jacobians); inside a traced "
+            f"function use jacobians.fn.<op>")
+
+    _UFUNCS = {"add": "add", "subtract": "subtract", "multiply": "multiply", "true_divide": "divide",
+               "divide": "divide", "matmul": "matmul", "negative": "negative", "exp": "exp", "log": "log",
+               "tanh": "tanh", "sqrt": "sqrt", "square": "square"}
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        name = self._UFUNCS.get(ufunc.__name__)
+        if method != "__call__" or name is None or kwargs:
+            raise TypeError(f"jacobians: np.{ufunc.__name__} is not a toolkit op and cannot be traced; "
+                            f"the ops are: {', '.join(sorted(_ops.OPS))}")
+        return getattr(fn, name)(*inputs)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        name = func.__name__
+        if name in _ops.OPS and name not in ("add", "subtract", "multiply", "divide"):
+            return getattr(fn, name)(*args, **kwargs)
+        raise TypeError(f"jacobians: np.{name} is not a toolkit op and cannot be traced; "
+                        f"the ops are: {', '.join(sorted(_ops.OPS))}")
+
+
+def _traced_op(op: _ops.Op) -> Callable:
+    def call(*args, **kwargs):
+        bound = op.signature.bind(*args, **kwargs) if _has_traced(args, kwargs) else None
+        if bound is None:
+            return op.evaluate(*op.bind(args, kwargs))[0]
+        bound.apply_defaults()
+        graphs = {v.graph for v in bound.arguments.values() if isinstance(v, Traced)}
+        if len(graphs) > 1:
+            raise ValueError(f"{op.name}: traced values from two different traces were mixed")
+        graph, = graphs
+        refs, values, params = [], {}, {}
+        for name, v in bound.arguments.items():
+            if name not in op.arrays:
+                if isinstance(v, Traced):
+                    raise TypeError(f"{op.name}: argument {name} must be a constant, not a traced value")
+                params[name] = v
+        for name in op.arrays:
+            v = bound.arguments.get(name)
+            if isinstance(v, Traced):
+                refs.append(v.index)
+                values[name] = v.value
+            elif v is None:
+                refs.append(None)
+                values[name] = None
+            else:
+                values[name] = v
+                refs.append(None)
+        arrays, params = op.bind((), {**values, **params})
+        for k, name in enumerate(op.arrays):
+            if refs[k] is None and arrays.get(name) is not None:
+                refs[k] = ("const", arrays[name])
+        value, builders = op.evaluate(arrays, params)
+        count = sum(1 for n in graph.nodes if n.op is op)
+        index = graph.add(Node(f"{op.name}_{count}", op, tuple(refs), params, value, builders))
+        return Traced(graph, index)
+
+    call.__name__ = op.name
+    call.__doc__ = (op.__doc__ or "") + "\n\nTraced form: returns the value only (see jacobians.graph)."
+    return call
+
+
+def _has_traced(args, kwargs) -> bool:
+    return any(isinstance(v, Traced) for v in args) or any(isinstance(v, Traced) for v in kwargs.values())
+
+
+fn = types.SimpleNamespace(**{name: _traced_op(op) for name, op in _ops.OPS.items()})
+fn.__doc__ = "Every op of jacobians.ops returning its value only; traceable by jacobians.jacobian."
+
+
+def trace(f: Callable, bound, inputs: list[str]) -> Graph:
+    """Run ``f`` on ``bound`` (inspect.BoundArguments) with the arguments ``inputs`` traced."""
+    graph = Graph()
+    for name in inputs:
+        graph.inputs[name] = graph.add(Node(name, value=np.asarray(bound.arguments[name])))
+        bound.arguments[name] = Traced(graph, graph.inputs[name])
+    out = f(*bound.args, **bound.kwargs)
+    if isinstance(out, Traced):
+        if out.graph is not graph:
+            raise ValueError("jacobian: the function returned a value traced in another call")
+        graph.output = out.index
+    else:
+        if isinstance(out, (tuple, list)):
+            raise TypeError("jacobian: the function must return one array (tuples of outputs are not supported)")
+        graph.constant_output = as_float_array("jacobian", "the function's output", out)
+    return graph

@@ -1,0 +1,214 @@
+"""One einsum network: its contraction orders, their costs from shapes, and BLAS execution.
+
+Operands are listed from the output end of the chain to the input end, so the
+two classic modes are folds of that list:
+
+* ``reverse`` contracts from the output end (what VJPs do: rows first);
+* ``forward`` contracts from the input end (what JVPs do: columns first);
+* ``optimal`` is opt_einsum's dynamic-programming path search (``'dp'``: its
+  ``'optimal'`` is not reliable when an index is shared by three or more
+  operands, opt_einsum issue 167, which every per-sample batch index is);
+* an explicit opt_einsum path (a list of position pairs) is used as given.
+
+Costs follow opt_einsum: a multiply-add counts 2 FLOPs, a product without a
+summed index counts 1 per element.  Execution is pairwise: a contraction that
+keeps an index on both sides (``bij,bjk->bik``) runs as one batched
+``np.matmul``, a product without a summed index as a broadcast multiply.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import opt_einsum as oe
+
+__all__ = ["Network", "Cost", "ORDERS", "resolve_order", "contract_pair"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a contraction path costs, from shapes alone."""
+
+    flops: int
+    largest_intermediate: int      # elements
+    path: tuple[tuple[int, ...], ...]
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.flops + other.flops, max(self.largest_intermediate, other.largest_intermediate), ())
+
+
+@dataclass(frozen=True)
+class Network:
+    """Operands ``terms[k]`` of ``shapes[k]`` (output end first) contracted to ``output``."""
+
+    terms: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    output: str
+    n_chain: int | None = None   # operands past this are ones-factors (labels no operand carries)
+
+    @property
+    def eq(self) -> str:
+        return ",".join(self.terms) + "->" + self.output
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {l: n for t, s in zip(self.terms, self.shapes) for l, n in zip(t, s)}
+
+    def path(self, order) -> tuple[tuple[int, ...], ...]:
+        return resolve_order(order)(self)
+
+    def cost(self, order) -> Cost:
+        return _cost(self, self.path(order))
+
+    def contract(self, arrays: Sequence[np.ndarray], path) -> np.ndarray:
+        """Contract ``arrays`` along ``path`` with :func:`contract_pair`."""
+        ops = [(np.asarray(a), t) for a, t in zip(arrays, self.terms)]
+        if not ops:
+            return np.ones([self.sizes[l] for l in self.output])
+        for step in path:
+            picked = [ops[i] for i in step]
+            for i in sorted(step, reverse=True):
+                del ops[i]
+            keep = set(self.output).union(*(t for _, t in ops))
+            a, ta = picked[0]
+            for b, tb in picked[1:]:
+                a, ta = contract_pair(a, ta, b, tb, keep)
+            ops.append((a, ta))
+        (a, ta), = ops
+        a, ta = _sum_out(a, ta, set(self.output))
+        return a.transpose([ta.index(l) for l in self.output]) if ta != self.output else a
+
+
+# ---------------------------------------------------------------- orders
+
+def _fold(positions: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """The opt_einsum path that folds operands in the given order into one running product."""
+    live = list(range(len(positions)))
+    path = []
+    if len(positions) == 1:
+        return ((0,),)
+    first, rest = positions[0], positions[1:]
+    acc = first
+    for p in rest:
+        i, j = live.index(acc), live.index(p)
+        path.append(tuple(sorted((i, j))))
+        live = [q for q in live if q not in (acc, p)] + [-len(path)]
+        acc = -len(path)
+    return tuple(path)
+
+
+def reverse(net: Network):
+    """Fold from the output end (rows first, as VJPs do)."""
+    return _fold(list(range(len(net.terms))))
+
+
+def forward(net: Network):
+    """Fold from the input end (columns first, as JVPs do)."""
+    n = len(net.terms) if net.n_chain is None else net.n_chain
+    return _fold(list(range(n))[::-1] + list(range(n, len(net.terms))))
+
+
+def optimal(net: Network):
+    """opt_einsum's dynamic programming over all pairwise orders, minimizing FLOPs."""
+    if len(net.terms) <= 2:
+        return reverse(net)
+    return tuple(tuple(p) for p in _dp_path(net.eq, net.shapes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _dp_path(eq: str, shapes: tuple) -> list:
+    path, _ = oe.contract_path(eq, *shapes, shapes=True, optimize="dp")
+    return path
+
+
+ORDERS: dict[str, Callable[[Network], tuple]] = {"forward": forward, "reverse": reverse, "optimal": optimal}
+
+
+def resolve_order(order) -> Callable[[Network], tuple]:
+    """A named order, or an explicit opt_einsum path (a list of position tuples)."""
+    if isinstance(order, str):
+        try:
+            return ORDERS[order]
+        except KeyError:
+            raise ValueError(f"unknown order {order!r}; valid options are {', '.join(map(repr, ORDERS))} "
+                             f"or an explicit contraction path such as [(0, 1), (0, 1)]") from None
+    try:
+        path = tuple(tuple(int(i) for i in step) for step in order)
+    except TypeError:
+        raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))} or a list of position "
+                         f"tuples; got {order!r}") from None
+
+    def explicit(net: Network):
+        _check_path(net, path)
+        return path
+    return explicit
+
+
+def _check_path(net: Network, path) -> None:
+    live = len(net.terms)
+    for step in path:
+        if len(set(step)) != len(step) or any(not 0 <= i < live for i in step) or not step:
+            raise ValueError(f"explicit path {list(path)} is not valid for a network of {len(net.terms)} "
+                             f"operands ({net.eq}): step {step} refers to positions outside 0..{live - 1}")
+        live -= len(step) - 1
+    if live != 1:
+        raise ValueError(f"explicit path {list(path)} leaves {live} operands of {net.eq} uncontracted")
+
+
+@functools.lru_cache(maxsize=4096)
+def _cost_cached(eq: str, shapes: tuple, path: tuple) -> Cost:
+    if len(shapes) == 1:
+        return Cost(math.prod(shapes[0]), math.prod(shapes[0]), path)
+    _, info = oe.contract_path(eq, *shapes, shapes=True, optimize=[tuple(p) for p in path])
+    return Cost(int(info.opt_cost), int(info.largest_intermediate), path)
+
+
+def _cost(net: Network, path) -> Cost:
+    if not net.terms:
+        return Cost(0, math.prod(net.sizes.get(l, 1) for l in net.output), ())
+    return _cost_cached(net.eq, net.shapes, tuple(tuple(p) for p in path))
+
+
+# ---------------------------------------------------------------- execution
+
+def _sum_out(a: np.ndarray, ta: str, keep: set) -> tuple[np.ndarray, str]:
+    drop = tuple(i for i, l in enumerate(ta) if l not in keep)
+    if drop:
+        a = a.sum(axis=drop)
+        ta = "".join(l for l in ta if l in keep)
+    return a, ta
+
+
+def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set) -> tuple[np.ndarray, str]:
+    """``einsum(ta, tb -> kept labels)`` as one (batched) GEMM or one broadcast product."""
+    a, ta = _sum_out(a, ta, keep | set(tb))
+    b, tb = _sum_out(b, tb, keep | set(ta))
+    batch = [l for l in ta if l in tb and l in keep]
+    inner = [l for l in ta if l in tb and l not in keep]
+    left = [l for l in ta if l not in tb]
+    right = [l for l in tb if l not in ta]
+    sa = dict(zip(ta, a.shape))
+    sb = dict(zip(tb, b.shape))
+    nb = math.prod(sa[l] for l in batch)
+    nl = math.prod(sa[l] for l in left)
+    nk = math.prod(sa[l] for l in inner)
+    nr = math.prod(sb[l] for l in right)
+    A = _arrange(a, ta, batch + left + inner).reshape(nb, nl, nk)
+    B = _arrange(b, tb, batch + inner + right).reshape(nb, nk, nr)
+    if not inner:
+        C = A * B  # (nb, nl, 1) * (nb, 1, nr): a broadcast product, no GEMM
+    elif nb == 1:
+        C = (A[0] @ B[0])[None]
+    else:
+        C = np.matmul(A, B)
+    out = batch + left + right
+    return C.reshape([sa.get(l) or sb[l] for l in out]), "".join(out)
+
+
+def _arrange(a: np.ndarray, ta: str, order: list[str]) -> np.ndarray:
+    perm = [ta.index(l) for l in order]
+    return a if perm == list(range(a.ndim)) else a.transpose(perm)
