@@ -39,7 +39,8 @@ class Factored:
 
     ``out`` and ``inp`` label the axes of the op's output and of the argument
     (distinct labels within each); ``operands`` are ``(subscript, array)``
-    pairs over those labels (and possibly internal summed labels).
+    pairs over those labels (and possibly internal summed labels).  ``dtype``
+    is the dtype of the dense tensor when no operand gives one (deltas and ones only).
     """
 
     out: str
@@ -47,6 +48,7 @@ class Factored:
     out_shape: tuple[int, ...]
     in_shape: tuple[int, ...]
     operands: tuple[tuple[str, np.ndarray], ...] = ()
+    dtype: np.dtype | None = None
 
     def __post_init__(self) -> None:
         for side, labels, shape in (("out", self.out, self.out_shape), ("inp", self.inp, self.in_shape)):
@@ -83,8 +85,16 @@ class Factored:
 
     def subscripts(self) -> str:
         """The einsum of the form, deltas written as ``eye`` operands (for display)."""
-        inp = "".join(_prime(l) if l in self.out else l for l in self.inp)
-        terms = [s for s, _ in self.operands] + [l + _prime(l) for l in self.deltas]
+        used = set(self.out + self.inp + "".join(s for s, _ in self.operands))
+        primes = {}
+        for l in self.deltas:  # the case-swapped label, unless another axis already uses it
+            p = _prime(l)
+            if p in used:
+                p = next(_fresh_labels(used))
+            used.add(p)
+            primes[l] = p
+        inp = "".join(primes.get(l, l) for l in self.inp)
+        terms = [s for s, _ in self.operands] + [l + primes[l] for l in self.deltas]
         return ",".join(terms) + "->" + self.out + inp
 
     def dense_shape(self, collapse_batch: bool = False) -> tuple[int, ...]:
@@ -100,7 +110,8 @@ class Factored:
         ``(B, out[1:]..., in[1:]...)``.
         """
         shape = self.dense_shape(collapse_batch)
-        dtype = np.result_type(*[a for _, a in self.operands]) if self.operands else np.float64
+        fallback = np.float64 if self.dtype is None else self.dtype
+        dtype = np.result_type(*[a for _, a in self.operands]) if self.operands else fallback
         check_bytes(math.prod(shape) * np.dtype(dtype).itemsize, what, shape)
         sizes = self.sizes
         keep = self.inp[0] if collapse_batch and self.per_sample else None
@@ -123,6 +134,28 @@ class Factored:
             return np.ones(shape, dtype=dtype)
         result = oe.contract(",".join(terms) + "->" + output, *arrays)
         return np.asarray(result, dtype=dtype).reshape(shape)
+
+
+    def product(self, v: np.ndarray, side: str = "in") -> tuple[np.ndarray, str, tuple]:
+        """Contract with a stack of vectors, never forming J (a JVP or a VJP).
+
+        ``side="in"``: tangents ``v`` of shape ``in_shape + (k,)`` give ``J v``, ``out_shape + (k,)``.
+        ``side="out"``: cotangents of shape ``out_shape + (k,)`` give ``v^T J``, ``in_shape + (k,)``.
+        A delta needs no work: the tangent's axis simply carries the output label.
+        Returns the array, the einsum equation and the operand shapes (for costing).
+        """
+        used = self.out + self.inp + "".join(s for s, _ in self.operands)
+        k = next(_fresh_labels(used))
+        src, dst = (self.inp, self.out) if side == "in" else (self.out, self.inp)
+        terms = [s for s, _ in self.operands] + [src + k]
+        arrays = [np.asarray(a) for _, a in self.operands] + [v]
+        missing = "".join(l for l in dst if not any(l in t for t in terms))
+        if missing:  # a broadcast: the result is constant along these axes
+            sizes = self.sizes
+            terms.append(missing)
+            arrays.append(np.ones([sizes[l] for l in missing], dtype=v.dtype))
+        eq = ",".join(terms) + "->" + dst + k
+        return oe.contract(eq, *arrays), eq, tuple(a.shape for a in arrays)
 
 
 def _prime(label: str) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -35,6 +36,7 @@ import numpy as np
 
 from .errors import as_float_array, as_int_array, fail
 from .factored import Factored
+from .limits import check_bytes
 
 __all__ = ["Op", "OPS", "get"]
 
@@ -76,7 +78,7 @@ class Op:
         except TypeError as e:
             fail(self.name, f"{e}; signature is {self.name}{self.signature}", TypeError)
         bound.apply_defaults()
-        arrays, params = {}, {}
+        arrays, params, weak = {}, {}, []
         for name, value in bound.arguments.items():
             if name in self.arrays:
                 if value is None:
@@ -88,8 +90,16 @@ class Op:
                         as_int_array(self.name, name, value)
                 else:
                     arrays[name] = as_float_array(self.name, name, value)
+                    if isinstance(value, numbers.Real) and not isinstance(value, np.generic):
+                        weak.append(name)
             else:
                 params[name] = value
+        if weak:  # a Python number takes the arrays' dtype, as in numpy (float32 stays float32)
+            floats = [a for n, a in arrays.items() if a is not None and n not in weak and n not in self.nondiff]
+            if floats:
+                dtype = np.result_type(*floats)
+                for name in weak:
+                    arrays[name] = arrays[name].astype(dtype)
         return arrays, params
 
     def evaluate(self, arrays: dict, params: dict):
@@ -105,7 +115,7 @@ class Op:
             if r is None or arrays.get(name) is None or name in self.nondiff:
                 builders.append(None)
                 continue
-            builders.append(_builder(r, value.shape, np.shape(arrays[name])))
+            builders.append(_builder(r, value.shape, np.shape(arrays[name]), value.dtype, self.name, name))
         return value, tuple(builders)
 
     def factored(self, *args, **kwargs) -> tuple[np.ndarray, tuple[Factored, ...]]:
@@ -144,10 +154,13 @@ class Op:
         return f"<op {self.name}{self.signature}>"
 
 
-def _builder(r, out_shape, in_shape):
+def _builder(r, out_shape, in_shape, dtype, op, name):
     def build() -> Factored:
-        j = r()
-        return Factored(j.out, j.inp, tuple(out_shape), tuple(in_shape), tuple(j.operands))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            j = r()
+        if not all(np.isfinite(a).all() for _, a in j.operands):  # a finite value, an infinite slope
+            fail(op, f"the Jacobian w.r.t. {name} is not finite (a derivative overflows) for {name} {tuple(in_shape)}")
+        return Factored(j.out, j.inp, tuple(out_shape), tuple(in_shape), tuple(j.operands), dtype)
     return build
 
 
@@ -196,17 +209,35 @@ def _broadcast(op: str, *named) -> tuple:
         fail(op, f"shapes do not broadcast: {txt}")
 
 
-def _need(op: str, name: str, arr: np.ndarray, ndim_min: int, what: str) -> None:
+def _need(op: str, name: str, arr: np.ndarray, ndim_min: int, what: str, nonempty: bool = False) -> None:
     if arr.ndim < ndim_min:
         fail(op, f"argument {name} must have at least {ndim_min} dimensions ({what}); got shape {arr.shape}")
+    if nonempty and arr.shape[-1] == 0:
+        fail(op, f"argument {name} must have at least one entry along its last axis ({what}); got shape {arr.shape}")
+
+
+def _real(op: str, name: str, value) -> float:
+    """A static parameter that must be a finite real number."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        fail(op, f"argument {name} must be a real number; got {value!r}", TypeError)
+    if not math.isfinite(value):
+        fail(op, f"argument {name} must be finite; got {value!r}")
+    return float(value)
+
+
+def _guard(op: str, name: str, shape: tuple, dtype) -> None:
+    """Refuse a dense factor of a Jacobian before allocating it (the dense result is at least as large)."""
+    check_bytes(math.prod(shape) * np.dtype(dtype).itemsize, f"{op}: a factor of the Jacobian w.r.t. {name}", shape)
 
 
 def _axes(op: str, axis, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     out = []
     for a in axes:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+            fail(op, f"axis must be an integer or a tuple of integers; got {axis!r}", TypeError)
         if not -ndim <= a < ndim:
             fail(op, f"axis {a} is out of range for an array of {ndim} dimensions")
         out.append(a % ndim)
@@ -278,7 +309,7 @@ def dot(a, b):
     """Inner product over the last axis: (..., n) . (..., n) -> (...)."""
     if a.ndim < 1 or b.ndim < 1 or a.shape[-1] != b.shape[-1]:
         fail("dot", f"expected a (..., n) and b (..., n) with the same n; got a {a.shape}, b {b.shape}")
-    out_lead = _broadcast("dot", ("a", a[..., 0]), ("b", b[..., 0]))
+    out_lead = _broadcast("dot", ("a", a), ("b", b))[:-1]  # last axes are equal
     L = lead(len(out_lead))
     fresh = _fresh("i")
     as_ = _aligned(a.shape[:-1], out_lead, L, fresh) + "i"
@@ -369,20 +400,29 @@ def reshape(x, shape):
     except (ValueError, TypeError) as e:
         fail("reshape", f"cannot reshape x of shape {x.shape} to {shape}: {e}")
     k = 0
-    while k < min(x.ndim, y.ndim) and x.shape[k] == y.shape[k] and k < len(LEAD) // 2:
+    # a zero-size axis stops the tie: behind it, the sizes of the rest need not agree
+    while k < min(x.ndim, y.ndim) and x.shape[k] == y.shape[k] != 0 and k < len(LEAD) // 2:
         k += 1
     if x.shape[k:] == y.shape[k:]:  # nothing moves
         L = lead(x.ndim)
         return y, (lambda: rule(L, L),)
     L, rest_out, rest_in = lead(k), "abcdefghijklm"[: y.ndim - k], "nopqrstuvwxyz"[: x.ndim - k]
-    block = lambda: np.eye(math.prod(x.shape[k:]), dtype=x.dtype).reshape(y.shape[k:] + x.shape[k:])
+
+    def block():
+        _guard("reshape", "x", y.shape[k:] + x.shape[k:], x.dtype)
+        return np.eye(math.prod(x.shape[k:]), dtype=x.dtype).reshape(y.shape[k:] + x.shape[k:])
     return y, (lambda: rule(L + rest_out, L + rest_in, (rest_out + rest_in, block())),)
 
 
 @defop("x", data="x")
 def transpose(x, axes=None):
     """numpy's transpose: a permutation of axes, all deltas."""
-    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % max(x.ndim, 1) for a in axes)
+    if axes is None:
+        perm = tuple(reversed(range(x.ndim)))
+    else:
+        axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
+        _axes("transpose", axes, x.ndim)  # integers in range, no repeats
+        perm = tuple(a % x.ndim for a in axes)
     if sorted(perm) != list(range(x.ndim)):
         fail("transpose", f"axes {axes} is not a permutation of the {x.ndim} axes of x {x.shape}")
     L = lead(x.ndim)
@@ -394,11 +434,12 @@ def transpose(x, axes=None):
 
 def _elementwise(name: str, doc: str, f, df, domain=None, params: str = ""):
     def forward(x, **kw):
+        kw = {k: _real(name, k, v) for k, v in kw.items()}
         if domain is not None:
             ok, what = domain
             bad = ~ok(x, **kw)
             if bad.any():
-                fail(name, f"argument x must be {what}; got {x.flat[np.flatnonzero(bad)[0]]!r} "
+                fail(name, f"argument x must be {what}; got {x.flat[np.flatnonzero(bad)[0]]} "
                            f"at flat index {np.flatnonzero(bad)[0]} (shape {x.shape})")
         y = f(x, **kw)
         L = lead(x.ndim)
@@ -445,27 +486,35 @@ power = _elementwise("power", "x**p elementwise for a constant p; x > 0 unless p
 @defop("x", data="x", core={"x": 1})
 def softmax(x):
     """Softmax over the last axis (stable): J[..., i, j] = q_i (delta_ij - q_j)."""
-    _need("softmax", "x", x, 1, "the class axis")
+    _need("softmax", "x", x, 1, "the class axis", nonempty=True)
     q = _softmax(x)
     L = lead(x.ndim - 1)
-    return q, (lambda: rule(L + "i", L + "j", (L + "ij", np.einsum("...i,ij->...ij", q, np.eye(q.shape[-1], dtype=q.dtype))
-                                               - q[..., :, None] * q[..., None, :])),)
+
+    def dx():
+        _guard("softmax", "x", x.shape + x.shape[-1:], q.dtype)
+        return rule(L + "i", L + "j", (L + "ij", np.einsum("...i,ij->...ij", q, np.eye(q.shape[-1], dtype=q.dtype))
+                                       - q[..., :, None] * q[..., None, :]))
+    return q, (dx,)
 
 
 @defop("x", data="x", core={"x": 1})
 def log_softmax(x):
     """log softmax over the last axis (stable): J[..., i, j] = delta_ij - q_j."""
-    _need("log_softmax", "x", x, 1, "the class axis")
+    _need("log_softmax", "x", x, 1, "the class axis", nonempty=True)
     y = x - _logsumexp(x)[..., None]
     L = lead(x.ndim - 1)
     n = x.shape[-1]
-    return y, (lambda: rule(L + "i", L + "j", (L + "ij", np.eye(n, dtype=y.dtype) - np.exp(y)[..., None, :])),)
+
+    def dx():
+        _guard("log_softmax", "x", x.shape + (n,), y.dtype)
+        return rule(L + "i", L + "j", (L + "ij", np.eye(n, dtype=y.dtype) - np.exp(y)[..., None, :]))
+    return y, (dx,)
 
 
 @defop("x", data="x", core={"x": 1})
 def logsumexp(x):
     """log sum exp over the last axis (stable): (..., n) -> (...); J = softmax(x)."""
-    _need("logsumexp", "x", x, 1, "the reduced axis")
+    _need("logsumexp", "x", x, 1, "the reduced axis", nonempty=True)
     L = lead(x.ndim - 1)
     return _logsumexp(x), (lambda: rule(L, L + "j", (L + "j", _softmax(x))),)
 
@@ -473,7 +522,8 @@ def logsumexp(x):
 @defop("x gamma beta", data="x", core={"x": 1})
 def layer_norm(x, gamma=None, beta=None, eps=1e-5):
     """Normalize over the last axis, then ``gamma * xhat + beta``; gamma, beta (D,) optional."""
-    _need("layer_norm", "x", x, 1, "the normalized axis")
+    _need("layer_norm", "x", x, 1, "the normalized axis", nonempty=True)
+    eps = _real("layer_norm", "eps", eps)
     n = x.shape[-1]
     for name, p in (("gamma", gamma), ("beta", beta)):
         if p is not None and p.shape != (n,):
@@ -485,6 +535,7 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5):
     L = lead(x.ndim - 1)
 
     def dx():  # d xhat_i / d x_j = (delta_ij - 1/n - xhat_i xhat_j / n) / sigma, times gamma_i
+        _guard("layer_norm", "x", x.shape + (n,), x.dtype)
         block = np.eye(n, dtype=x.dtype) - 1.0 / n - xhat[..., :, None] * xhat[..., None, :] / n
         return rule(L + "i", L + "j", (L + "ij", g[:, None] * block / sigma[..., None]))
     return y, (dx, lambda: rule(L + "i", "i", (L + "i", xhat)), lambda: rule(L + "i", "i"))
@@ -497,6 +548,10 @@ def batch_norm(x, gamma=None, beta=None, eps=1e-5):
     ``J[b, f, c, f'] = delta_ff' gamma_f (delta_bc - 1/B - xhat_bf xhat_cf / B) / sigma_f``.
     """
     _need("batch_norm", "x", x, 1, "the batch axis")
+    if x.shape[0] == 0:
+        fail("batch_norm", f"argument x needs at least one sample along axis 0 (the batch statistics); "
+                           f"got shape {x.shape}")
+    eps = _real("batch_norm", "eps", eps)
     B, F = x.shape[0], x.shape[1:]
     for name, p in (("gamma", gamma), ("beta", beta)):
         if p is not None and p.shape != F:
@@ -508,6 +563,7 @@ def batch_norm(x, gamma=None, beta=None, eps=1e-5):
     f = lead(len(F))
 
     def dx():
+        _guard("batch_norm", "x", (B, B) + F, x.dtype)
         k = np.eye(B, dtype=x.dtype).reshape((B, B) + (1,) * len(F)) - 1.0 / B - xhat[:, None] * xhat[None, :] / B
         return rule("b" + f, "c" + f, ("bc" + f, k * (g / sigma)))
     return y, (dx, lambda: rule("b" + f, f, ("b" + f, xhat)), lambda: rule("b" + f, f))
@@ -539,7 +595,7 @@ def cross_entropy(phat, p):
     _need("cross_entropy", "phat", phat, 1, "the class axis")
     _same_shape("cross_entropy", "phat", phat, "p", p)
     if (phat <= 0).any():
-        fail("cross_entropy", f"argument phat must be positive (predicted probabilities); got min {phat.min()!r}")
+        fail("cross_entropy", f"argument phat must be positive (predicted probabilities); got min {phat.min()}")
     L = lead(phat.ndim - 1)
     logp = np.log(phat)
     return -np.einsum("...i,...i->...", p, logp), (
@@ -556,7 +612,7 @@ def softmax_cross_entropy(logits, target):
     not differentiated.  J w.r.t. the logits is ``softmax(logits) * sum(target) - target``
     (``yhat - y`` for one-hot targets, Clark identity 7).
     """
-    _need("softmax_cross_entropy", "logits", logits, 1, "the class axis")
+    _need("softmax_cross_entropy", "logits", logits, 1, "the class axis", nonempty=True)
     C = logits.shape[-1]
     if np.issubdtype(target.dtype, np.integer):
         if target.shape != logits.shape[:-1]:
