@@ -149,14 +149,7 @@ class _Segment:
 def _segments(graph: Graph, sources: set[int]) -> list[_Segment]:
     """Maximal chains of the subgraph between ``sources`` and the output."""
     out = graph.output
-    fwd = set(sources)
-    for i, node in enumerate(graph.nodes):
-        if any(p in fwd for _, p in node.parents()):
-            fwd.add(i)
-    rel = {out} if out in fwd else set()
-    for i in range(len(graph.nodes) - 1, -1, -1):
-        if i in rel:
-            rel.update(p for _, p in graph.nodes[i].parents() if p in fwd)
+    rel = graph.between(sources)
     consumers: dict[int, list[tuple[int, int]]] = {i: [] for i in rel}
     indeg = {i: 0 for i in rel}
     for c in sorted(rel):
@@ -220,25 +213,33 @@ class _Planner:
 
     def segment(self, block: Block, seg: _Segment, mode: str, label: str) -> Block:
         """One network: ``block`` times the factored links of ``seg`` (terms listed output end first)."""
+        # pieces: one per link, output end first: (operands [(term, source)], out labels, in labels)
         pieces, walked = [], []
+        slot = [(block.data, ("slot", block.slot))] if block.slot is not None else []
         if mode == "reverse":  # block = d out / d seg.end: walk down to seg.start
             known = block.bottom
+            pieces.append((slot, block.top, block.bottom))
             for c, k in reversed(seg.links):
                 walked += known
+                above = known
                 known, terms = self.relabel(self.factor(c, k), known, "out")
-                pieces.append([(t, ("link", c, k, j)) for j, t in enumerate(terms)])
+                pieces.append(([(t, ("link", c, k, j)) for j, t in enumerate(terms)], above, known))
             top, bottom = block.top, known
-            pieces.insert(0, [(block.data, ("slot", block.slot))] if block.slot is not None else [])
         else:                  # block = d seg.start / d x: walk up to seg.end
             known = block.top
+            pieces.append((slot, block.top, block.bottom))
             for c, k in seg.links:
                 walked += known
+                below = known
                 known, terms = self.relabel(self.factor(c, k), known, "in")
-                pieces.insert(0, [(t, ("link", c, k, j)) for j, t in enumerate(terms)])
+                pieces.insert(0, ([(t, ("link", c, k, j)) for j, t in enumerate(terms)], known, below))
             top, bottom = known, block.bottom
-            pieces.append([(block.data, ("slot", block.slot))] if block.slot is not None else [])
-        terms = [t for p in pieces for t, _ in p]
-        sources = [s for p in pieces for _, s in p]
+        terms = [t for p, _, _ in pieces for t, _ in p]
+        sources = [s for p, _, _ in pieces for _, s in p]
+        links, at = [], 0
+        for p, above, below in pieces:
+            links.append((tuple(range(at, at + len(p))), tuple(above), tuple(below)))
+            at += len(p)
         output = "".join(dict.fromkeys(top + bottom))
         if not terms and set(top) == set(bottom):
             return Block(top, bottom)  # deltas only (a skip connection, a transpose): still the identity
@@ -250,7 +251,8 @@ class _Planner:
         sources += [("ones", self.sizes[l]) for l in extra]
         if len(terms) == 1 and sources[0][0] == "slot" and sorted(terms[0]) == sorted(output):
             return Block(top, bottom, terms[0], sources[0][1])  # a pure relabel: no arithmetic, no copy
-        net = Network(tuple(terms), tuple(tuple(self.sizes[l] for l in t) for t in terms), output, n_chain)
+        net = Network(tuple(terms), tuple(tuple(self.sizes[l] for l in t) for t in terms), output, n_chain,
+                      tuple(links))
         path = self.path_of(net) if terms else ()
         cost = net.cost(path) if terms else Cost(0, math.prod(self.sizes[l] for l in output), ())
         check_bytes(cost.largest_intermediate * self.itemsize, f"an intermediate of {label} ({net.eq})",
@@ -367,9 +369,14 @@ def _finish(planner: _Planner, blocks: dict, graph: Graph, batched: str | None) 
 def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | None = None) -> Plan:
     """Plan the Jacobians of ``graph`` w.r.t. ``wrt`` from shapes (and the ops' factored forms)."""
     itemsize = max([np.asarray(graph.nodes[graph.inputs[n]].value).dtype.itemsize for n in wrt] + [4])
+    if not isinstance(order, str) and graph.output is not None:
+        # the networks do not depend on the path: count them first (a fold, itemsize 0: no byte
+        # checks), so that a branching function hears why before the path meets a network it misfits
+        probe = _accumulate(graph, wrt, "reverse", "reverse", 0)[1]
+        _one_network(sum(isinstance(s, NetStep) for s in probe.steps))
     candidates = []
-    modes = {"forward": ["forward"], "reverse": ["reverse"]}.get(order, ["reverse", "forward"]) \
-        if isinstance(order, str) else ["reverse"]
+    modes = {"forward": ["forward"], "reverse": ["reverse"], "bracket": ["reverse"]}.get(
+        order, ["reverse", "forward"]) if isinstance(order, str) else ["reverse"]
     for mode in modes:
         if graph.output is None:
             blocks, planner = {n: None for n in wrt}, _Planner(graph, order, itemsize)
@@ -380,13 +387,18 @@ def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | None
                     planner.steps, results, {k: _signature(f) for k, f in planner.factors.items()}, itemsize)
         candidates.append(plan)
     plan = min(candidates, key=lambda p: p.flops)  # ties: reverse, listed first
-    if not isinstance(order, str) and len(plan.networks) != 1:
-        raise ValueError(f"jacobian: an explicit contraction path applies to a single network; this Jacobian "
-                         f"needs {len(plan.networks)} (branches in the function or several wrt); use "
-                         f"order='forward', 'reverse' or 'optimal'")
+    if not isinstance(order, str):
+        _one_network(len(plan.networks))
     check_bytes(plan.result_elements * itemsize, "the explicit Jacobians",
                 tuple(shape for _, shape in plan.results.values()))
     return plan
+
+
+def _one_network(n: int) -> None:
+    if n != 1:
+        raise ValueError(f"jacobian: an explicit contraction path applies to a single network; this Jacobian "
+                         f"needs {n} (branches in the function or several wrt); use "
+                         f"order='forward', 'reverse' or 'optimal'")
 
 
 def _signature(f) -> tuple:

@@ -63,6 +63,18 @@ class Graph:
                 arrays[name] = self.nodes[a].value if isinstance(a, int) else (None if a is None else a[1])
             node.value, node.builders = node.op.evaluate(arrays, node.params)
 
+    def between(self, sources: set[int]) -> set[int]:
+        """Nodes on some path from ``sources`` to the output (sources and output included)."""
+        fwd = set(sources)
+        for i, node in enumerate(self.nodes):
+            if any(p in fwd for _, p in node.parents()):
+                fwd.add(i)
+        rel = {self.output} if self.output in fwd else set()
+        for i in range(len(self.nodes) - 1, -1, -1):
+            if i in rel:
+                rel.update(p for _, p in self.nodes[i].parents() if p in fwd)
+        return rel
+
     def describe(self, i: int) -> str:
         n = self.nodes[i]
         return f"{n.name} {tuple(np.shape(n.value))}"

@@ -49,6 +49,7 @@ class Network:
     shapes: tuple[tuple[int, ...], ...]
     output: str
     n_chain: int | None = None   # operands past this are ones-factors (labels no operand carries)
+    links: tuple = ()            # per chain link, output end first: (operand positions, out labels, in labels)
 
     @property
     def eq(self) -> str:
@@ -125,7 +126,104 @@ def _dp_path(eq: str, shapes: tuple) -> list:
     return path
 
 
-ORDERS: dict[str, Callable[[Network], tuple]] = {"forward": forward, "reverse": reverse, "optimal": optimal}
+def bracket(net: Network):
+    """Jacobian chain bracketing (Naumann): dynamic programming over the links with dense
+    products, tangent sweeps and adjoint sweeps of sub-chains, costed as if every link were a
+    dense matrix (products) or a matrix-free operator (sweeps); the winner runs as a path."""
+    return bracket_plan(net)[0]
+
+
+def bracket_plan(net: Network) -> tuple[tuple, int, str]:
+    """(path, model FLOPs, the bracketing written out) for a network with link groups."""
+    links = [l for l in net.links if l[0]]  # links with operands; relabel-only links cost nothing
+    if len(links) < 2:
+        return optimal(net), 0, "one link"
+    sizes = net.sizes
+    m = lambda labels: math.prod(sizes.get(l, 1) for l in labels)
+    L = len(links)
+    # links[0] is at the output end; index them from the input end: chain[k] maps dims[k] -> dims[k+1]
+    chain = links[::-1]
+    dims = [m(chain[0][2])] + [m(c[1]) for c in chain]
+    vec = [_vector_cost(net, c) for c in chain]
+    best: dict[tuple[int, int], tuple[int, tuple]] = {}
+    for span in range(1, L + 1):
+        for i in range(0, L - span + 1):
+            j = i + span - 1
+            sweep = sum(vec[i:j + 1])
+            options = [(dims[i] * sweep, ("tangent", i, j)), (dims[j + 1] * sweep, ("adjoint", i, j))]
+            if span == 1:
+                options.append((0, ("link", i, i)))
+            for s in range(i, j):
+                c = best[(i, s)][0] + best[(s + 1, j)][0] + 2 * dims[j + 1] * dims[s + 1] * dims[i]
+                options.append((c, ("split", i, j, s)))
+            best[(i, j)] = min(options, key=lambda o: o[0])
+
+    def tree(i, j):
+        kind = best[(i, j)][1]
+        if kind[0] == "split":
+            return (tree(i, kind[3]), tree(kind[3] + 1, j))
+        groups = [list(chain[k][0]) for k in range(i, j + 1)]
+        if kind[0] == "adjoint":
+            groups = groups[::-1]
+        node = _fold_tree(groups[0])
+        for g in groups[1:]:
+            node = (node, _fold_tree(g))
+        return node
+
+    def text(i, j):
+        kind = best[(i, j)][1]
+        if kind[0] == "split":
+            return f"({text(kind[3] + 1, j)})({text(i, kind[3])})"
+        names = " ".join(f"J{k + 1}" for k in range(j, i - 1, -1))
+        return {"link": names, "tangent": f"tangent[{names}]", "adjoint": f"adjoint[{names}]"}[kind[0]]
+
+    root = tree(0, L - 1)
+    used = {p for c in chain for p in c[0]}
+    for p in range(len(net.terms)):  # the rest (ones-factors) last
+        if p not in used:
+            root = (root, p)
+    return _tree_to_path(root, len(net.terms)), best[(0, L - 1)][0], text(0, L - 1)
+
+
+def _fold_tree(positions):
+    node = positions[0]
+    for p in positions[1:]:
+        node = (node, p)
+    return node
+
+
+def _tree_to_path(root, n: int) -> tuple:
+    """A nested pair tree over operand positions to an opt_einsum (linear) path."""
+    ssa, counter = [], [n]
+
+    def visit(node):
+        if isinstance(node, int):
+            return node
+        a, b = visit(node[0]), visit(node[1])
+        ssa.append((a, b))
+        counter[0] += 1
+        return counter[0] - 1
+    visit(root)
+    if not ssa:
+        return ((0,),)
+    return tuple(tuple(p) for p in oe.paths.ssa_to_linear(ssa))
+
+
+def _vector_cost(net: Network, link) -> int:
+    """FLOPs of applying one link to one vector (its matrix-free JVP or VJP)."""
+    positions, out, inp = link
+    terms = [net.terms[p] for p in positions] + ["".join(inp)]
+    shapes = [net.shapes[p] for p in positions] + [tuple(net.sizes.get(l, 1) for l in inp)]
+    output = "".join(l for l in dict.fromkeys(out))
+    if not set(output) <= set("".join(terms)):
+        return math.prod(net.sizes.get(l, 1) for l in out)
+    return _cost_cached(",".join(terms) + "->" + output, tuple(shapes),
+                        tuple(tuple(p) for p in _dp_path(",".join(terms) + "->" + output, tuple(shapes)))
+                        if len(terms) > 2 else ((0, 1),) if len(terms) == 2 else ((0,),)).flops
+
+
+ORDERS: dict[str, Callable[[Network], tuple]] = {
+    "forward": forward, "reverse": reverse, "optimal": optimal, "bracket": bracket}
 
 
 def resolve_order(order) -> Callable[[Network], tuple]:
@@ -197,15 +295,18 @@ def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set) -> 
     nl = math.prod(sa[l] for l in left)
     nk = math.prod(sa[l] for l in inner)
     nr = math.prod(sb[l] for l in right)
-    A = _arrange(a, ta, batch + left + inner).reshape(nb, nl, nk)
-    B = _arrange(b, tb, batch + inner + right).reshape(nb, nk, nr)
     if not inner:
-        C = A * B  # (nb, nl, 1) * (nb, 1, nr): a broadcast product, no GEMM
-    elif nb == 1:
-        C = (A[0] @ B[0])[None]
+        # a broadcast product, no GEMM; the shared labels go last, where a following
+        # GEMM that sums one of them finds it contiguous (no transpose copy)
+        A = _arrange(a, ta, left + batch).reshape(nl, 1, nb)
+        B = _arrange(b, tb, right + batch).reshape(1, nr, nb)
+        out = left + right + batch
+        C = A * B
     else:
-        C = np.matmul(A, B)
-    out = batch + left + right
+        A = _arrange(a, ta, batch + left + inner).reshape(nb, nl, nk)
+        B = _arrange(b, tb, batch + inner + right).reshape(nb, nk, nr)
+        out = batch + left + right
+        C = (A[0] @ B[0]) if nb == 1 else np.matmul(A, B)
     return C.reshape([sa.get(l) or sb[l] for l in out]), "".join(out)
 
 
