@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import opt_einsum as oe
 
+from .errors import as_float_array
 from .graph import Graph, trace
 from .limits import check_bytes, format_bytes
 from .network import Cost, Network, resolve_order
@@ -48,7 +49,7 @@ class Block:
 
     A label shared by a top and a bottom axis is a delta kept symbolic.  The
     array (in ``slot``) holds the distinct labels ``data``; ``slot is None``
-    means no array: the identity (every axis tied) or, if ``zero``, nothing.
+    means no array: the identity (every axis tied).
     """
 
     top: tuple[str, ...]
@@ -255,7 +256,8 @@ class _Planner:
                       tuple(links))
         path = self.path_of(net) if terms else ()
         cost = net.cost(path) if terms else Cost(0, math.prod(self.sizes[l] for l in output), ())
-        check_bytes(cost.largest_intermediate * self.itemsize, f"an intermediate of {label} ({net.eq})",
+        check_bytes(cost.largest_intermediate * self.itemsize,
+                    f"an intermediate of {label} ({readable(net.eq)})",
                     hint="use a smaller batch, fewer outputs or inputs, or another order")
         step = NetStep(net, path, sources, len(self.steps), cost, label)
         self.steps.append(step)
@@ -351,9 +353,8 @@ def _finish(planner: _Planner, blocks: dict, graph: Graph, batched: str | None) 
     results = {}
     for name, block in blocks.items():
         in_shape = np.shape(graph.nodes[graph.inputs[name]].value)
-        if block is None:  # the output does not depend on this argument
-            per_sample = name == batched and out_shape[:1] == in_shape[:1] and len(out_shape) > 0
-            results[name] = (None, tuple(out_shape) + tuple(in_shape[1:] if per_sample else in_shape))
+        if block is None:  # the output does not depend on this argument: zeros, no delta, full layout
+            results[name] = (None, tuple(out_shape) + tuple(in_shape))
             continue
         collapse = name == batched and block.top[:1] == block.bottom[:1] and len(block.top) > 0
         target = [planner.fresh(planner.sizes[l]) for l in block.top + block.bottom]
@@ -396,9 +397,10 @@ def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | None
 
 def _one_network(n: int) -> None:
     if n != 1:
+        why = "needs no contraction (only deltas)" if n == 0 else \
+            f"needs {n} (branches in the function or several wrt)"
         raise ValueError(f"jacobian: an explicit contraction path applies to a single network; this Jacobian "
-                         f"needs {n} (branches in the function or several wrt); use "
-                         f"order='forward', 'reverse' or 'optimal'")
+                         f"{why}; use order='forward', 'reverse' or 'optimal'")
 
 
 def _signature(f) -> tuple:
@@ -500,7 +502,6 @@ class JacobianFunction:
         bound.apply_defaults()
         arrays = {k: v for k, v in bound.arguments.items() if isinstance(v, (np.ndarray, np.generic))}
         for name in self.wrt:
-            from .errors import as_float_array
             arrays[name] = as_float_array("jacobian", name, bound.arguments[name])
             bound.arguments[name] = arrays[name]
         if self.batched is not None:
@@ -509,7 +510,8 @@ class JacobianFunction:
                 raise ValueError(f"jacobian: batched={self.batched!r} needs a leading batch axis; got a scalar")
         static = tuple((k, _static_key(v)) for k, v in bound.arguments.items() if k not in arrays)
         key = (tuple((k, v.shape, v.dtype.str) for k, v in arrays.items()), static)
-        hit = self._cache.get(key)
+        cacheable = all(v is not _UNHASHABLE for _, v in static)
+        hit = self._cache.get(key) if cacheable else None
         if hit is not None:
             graph, plan = hit
             graph.replay(arrays)
@@ -517,18 +519,24 @@ class JacobianFunction:
             return graph, plan
         graph = trace(self.f, bound, list(arrays))
         plan = make_plan(graph, self.wrt, self.order, self.batched)
-        self._cache[key] = (graph, plan)
-        if len(self._cache) > 32:
-            self._cache.popitem(last=False)
+        if cacheable:
+            self._cache[key] = (graph, plan)
+            if len(self._cache) > 32:
+                self._cache.popitem(last=False)
         return graph, plan
 
 
+_UNHASHABLE = object()
+
+
 def _static_key(v):
+    # an unhashable argument (a list) has no key: its id is reused once it is freed, and a cached
+    # graph would replay the old value; such calls are traced every time
     try:
         hash(v)
         return v
     except TypeError:
-        return ("id", id(v))
+        return _UNHASHABLE
 
 
 def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal") -> JacobianFunction:

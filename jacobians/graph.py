@@ -139,6 +139,15 @@ class Traced:
             f"{self.graph.describe(self.index)} cannot be traced: the composer records one computation "
             f"for all inputs; write the choice with ops (relu, leaky_relu, multiply by a mask constant)")
 
+    def _compare(self, other):  # h > 0 would otherwise fail with Python's "'>' not supported"
+        raise TypeError(
+            f"jacobians: comparing a traced value {self.graph.describe(self.index)} (<, <=, >, >=, ==, !=) is a "
+            f"Python branch on data, which cannot be traced: the composer records one computation for all "
+            f"inputs; write the choice with ops (relu, leaky_relu, multiply by a mask constant)")
+
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _compare
+    __hash__ = object.__hash__  # identity, as before: only == is refused
+
     def __float__(self):
         raise TypeError(f"jacobians: float() of a traced value {self.graph.describe(self.index)} cannot be traced")
 
