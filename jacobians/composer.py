@@ -403,6 +403,14 @@ def _one_network(n: int) -> None:
                          f"{why}; use order='forward', 'reverse' or 'optimal'")
 
 
+def _diagonal(a: np.ndarray, eq: str) -> np.ndarray:
+    """The writable view of ``a`` (labelled like ``eq``'s output) where ``eq``'s eye factors are 1."""
+    terms, out = readable(eq).split("->")
+    merge = {t[1]: t[0] for t in terms.split(",") if len(t) == 2}
+    sub = "".join(merge.get(l, l) for l in out)
+    return np.einsum(f"{sub}->{''.join(dict.fromkeys(sub))}", a)
+
+
 def _signature(f) -> tuple:
     return (f.out, f.inp, tuple((sub, np.shape(a)) for sub, a in f.operands))
 
@@ -437,18 +445,33 @@ def execute(plan: Plan, graph: Graph) -> dict[str, np.ndarray]:
             return np.eye(src[1], dtype=dtype)
         return np.ones(src[1], dtype=dtype)
 
+    borrowed = [n.value for n in graph.nodes] + [a for f in factors.values() for _, a in f.operands]
+
+    def own(slot: int, i: int) -> np.ndarray:
+        """The slot's array, safe to write at step ``i``: copied if anything else still reads it
+        (a later step, a result, an input or an op's operand)."""
+        a = slots[slot]
+        if last_use.get(slot, -1) > i or slot in keep or any(np.may_share_memory(a, b) for b in borrowed):
+            a = a.copy()
+        return a
+
     for i, step in enumerate(plan.steps):
-        arrays = [resolve(src) for src in step.sources]
         if isinstance(step, NetStep):
-            slots[step.slot] = step.network.contract(arrays, step.path)
+            slots[step.slot] = step.network.contract([resolve(src) for src in step.sources], step.path)
+        elif step.add_to is not None and all(src[0] != "slot" for src in step.sources):
+            # adding an identity (a skip connection): +1 on the diagonal, in place
+            target = own(step.add_to, i)
+            _diagonal(target, step.eq)[...] += 1
+            slots[step.slot] = target
         else:
-            value = np.asarray(oe.contract(step.eq, *arrays), dtype=dtype)
-            # a new array: either side may alias an op's operand or an input
-            slots[step.slot] = value if step.add_to is None else slots[step.add_to] + value
+            value = np.asarray(oe.contract(step.eq, *[resolve(src) for src in step.sources]), dtype=dtype)
+            if step.add_to is not None:
+                target = own(step.add_to, i)
+                value = np.add(target, value, out=target)
+            slots[step.slot] = value
         for slot in [s for s, last in last_use.items() if last == i and s not in keep]:
             slots.pop(slot, None)
     results = {}
-    borrowed = [n.value for n in graph.nodes] + [a for f in factors.values() for _, a in f.operands]
     for name, (slot, shape) in plan.results.items():
         if slot is None:
             results[name] = np.zeros(shape, dtype=dtype)

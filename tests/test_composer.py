@@ -1166,3 +1166,19 @@ def test_equality_on_a_traced_value_is_refused_not_silently_false(compare):
         return h if compare(h) else -h
     with pytest.raises(TypeError, match="Python branch"):
         jac.jacobian(f, wrt="x")(np.ones(3))
+
+
+def test_a_sum_never_overwrites_a_block_another_path_still_reads():
+    # reverse mode: d sum / d add is shared (relabelled, same array) by the skip path into v1
+    # and by the path through linear(v1, w1), which is read again for d/dw1 after the sum at v1
+    def f(x, w0, w1):
+        v1 = fn.linear(x, w0)
+        return fn.sum(v1 + fn.linear(v1, w1))
+    r = rng(62)
+    a = dict(x=r.normal(size=1), w0=r.normal(size=(1, 1)), w1=r.normal(size=(1, 1)))
+    for order in ORDERS:
+        J = jac.jacobian(f, wrt=("x", "w0", "w1"), order=order)(**a)
+        for name in a:
+            def g(v, name=name):
+                return f(**{**a, name: v})
+            np.testing.assert_allclose(J[name], numerical_jacobian(g, a[name]), rtol=1e-6, atol=1e-9)
