@@ -1182,3 +1182,14 @@ def test_a_sum_never_overwrites_a_block_another_path_still_reads():
             def g(v, name=name):
                 return f(**{**a, name: v})
             np.testing.assert_allclose(J[name], numerical_jacobian(g, a[name]), rtol=1e-6, atol=1e-9)
+
+
+def test_optimal_is_never_worse_than_either_pure_mode():
+    # a mean puts a scalar into the network; opt_einsum's 'dp' alone places it after an outer product
+    def f(x, W1, W2):
+        return fn.mean(fn.linear(fn.tanh(fn.linear(x, W1)), W2))
+    r = rng(63)
+    a = dict(x=r.normal(size=(3, 4)), W1=r.normal(size=(5, 4)), W2=r.normal(size=(2, 5)))
+    for wrt in ("x", "W1", "W2"):
+        flops = {o: jac.jacobian(f, wrt=wrt, order=o).plan(**a).flops for o in ("forward", "reverse", "optimal")}
+        assert flops["optimal"] <= min(flops["forward"], flops["reverse"]), (wrt, flops)
