@@ -4,8 +4,9 @@ from . import ops
 from .composer import jacobian, JacobianFunction, Plan
 from .graph import fn
 from .comparison import compare, Report
+from .explain import explain
 from .factored import Factored
 from .limits import JacobianTooLarge, memory_limit, set_memory_limit
 
 __version__ = "0.1.0"
-__all__ = ["ops", "fn", "jacobian", "compare", "Report", "JacobianFunction", "Plan", "Factored", "JacobianTooLarge", "memory_limit", "set_memory_limit"]
+__all__ = ["ops", "fn", "jacobian", "compare", "Report", "explain", "JacobianFunction", "Plan", "Factored", "JacobianTooLarge", "memory_limit", "set_memory_limit"]

@@ -88,6 +88,7 @@ class Report:
                                       for i, (c, w) in enumerate(zip(cells, widths)))
         lines = [self.title, f"Jacobian shape {self.jacobian_shape}; FLOPs: a multiply-add counts 2",
                  fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+        lines = [l.rstrip() for l in lines]  # the last column is left-justified: no trailing blanks
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
@@ -134,7 +135,10 @@ def compare(f: Callable, *args, wrt, batched=None, orders: Sequence[str] = DEFAU
     ``orders`` picks among ``'forward', 'reverse', 'optimal', 'bracket', 'jvp', 'vjp'``.
     The optimal order's Jacobian is the reference every other row is checked against.
     """
+    orders = (orders,) if isinstance(orders, str) else tuple(orders)  # one name, not its letters
     unknown = [o for o in orders if o not in DEFAULT_ORDERS]
+    if not orders:
+        raise ValueError(f"compare: orders is empty; valid options are {', '.join(map(repr, DEFAULT_ORDERS))}")
     if unknown:
         raise ValueError(f"compare: unknown order {unknown[0]!r}; valid options are "
                          f"{', '.join(map(repr, DEFAULT_ORDERS))}")

@@ -50,6 +50,11 @@ def sweep_jacobian(graph: Graph, wrt: str, mode: str, per_sample: bool = False,
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid options are {', '.join(map(repr, MODES))}")
     x, y = graph.inputs[wrt], graph.output
+    if y is None:  # f returned a constant: no node to sweep through, the Jacobian is zero
+        xs, ys = np.shape(graph.nodes[x].value), np.shape(graph.constant_output)
+        lead = xs[:1] if per_sample and ys[:1] == xs[:1] else ()
+        J = np.zeros(ys + xs[len(lead):], dtype=np.result_type(graph.nodes[x].value, np.float32))
+        return Sweep(J, 0, 0, 0, 1)
     xs, ys = np.shape(graph.nodes[x].value), np.shape(graph.nodes[y].value)
     dtype = np.result_type(graph.nodes[x].value, np.float32)
     rel = graph.between({x})
