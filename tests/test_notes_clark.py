@@ -18,16 +18,9 @@ import pytest
 import jacobians as jac
 from jacobians.testing import numerical_jacobian
 
+from notes_helpers import contract, rng
+
 OPS = jac.ops
-
-
-def contract(outer: np.ndarray, inner: np.ndarray, k: int) -> np.ndarray:
-    """Chain rule for explicit Jacobians: sum over the ``k`` axes of the intermediate variable."""
-    return np.tensordot(outer, inner, axes=k)
-
-
-def rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 # ------------------------------------------------------------------ the introduction: chaining = multiplying

@@ -21,16 +21,9 @@ import pytest
 import jacobians as jac
 from jacobians.testing import expand_batch, numerical_jacobian
 
+from notes_helpers import contract, rng
+
 OPS = jac.ops
-
-
-def contract(outer: np.ndarray, inner: np.ndarray, k: int) -> np.ndarray:
-    """Chain rule for explicit Jacobians over the ``k`` axes of the intermediate variable."""
-    return np.tensordot(outer, inner, axes=k)
-
-
-def rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 # ------------------------------------------------------------------ layouts and numerical differentiation

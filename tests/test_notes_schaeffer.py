@@ -28,11 +28,9 @@ import pytest
 import jacobians as jac
 from jacobians.testing import expand_batch, numerical_jacobian
 
+from notes_helpers import rng
+
 OPS = jac.ops
-
-
-def rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 def bmm(*jacs: np.ndarray) -> np.ndarray:

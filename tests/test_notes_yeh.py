@@ -18,16 +18,14 @@ import pytest
 import jacobians as jac
 from jacobians.testing import numerical_jacobian
 
+from notes_helpers import rng
+
 OPS = jac.ops
 
 
 def pull_back(upstream: np.ndarray, J: np.ndarray) -> np.ndarray:
     """dA/d(input) from dA/d(output) (shaped like the output) and the explicit J (output + input)."""
     return np.tensordot(upstream, J, axes=upstream.ndim)
-
-
-def rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 # ------------------------------------------------------------------ section 1: the Jacobian's layout
