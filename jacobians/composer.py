@@ -36,7 +36,7 @@ import opt_einsum as oe
 from .errors import as_float_array
 from .graph import Graph, trace
 from .limits import check_bytes, format_bytes
-from .network import Cost, Network, resolve_order
+from .network import Cost, Network, _aligned, resolve_order
 
 __all__ = ["jacobian", "JacobianFunction", "Plan"]
 
@@ -403,12 +403,20 @@ def _one_network(n: int) -> None:
                          f"{why}; use order='forward', 'reverse' or 'optimal'")
 
 
-def _diagonal(a: np.ndarray, eq: str) -> np.ndarray:
-    """The writable view of ``a`` (labelled like ``eq``'s output) where ``eq``'s eye factors are 1."""
-    terms, out = readable(eq).split("->")
-    merge = {t[1]: t[0] for t in terms.split(",") if len(t) == 2}
+def _write_diagonal(target: np.ndarray, step: ExpandStep, data, add: bool) -> None:
+    """``target[diagonal] (+)= data``: the expansion of ``step.eq`` without multiplying by eyes."""
+    terms, out = readable(step.eq).split("->")
+    terms = terms.split(",")
+    kinds = [src[0] for src in step.sources]
+    merge = {t[1]: t[0] for t, kind in zip(terms, kinds) if kind == "eye"}
     sub = "".join(merge.get(l, l) for l in out)
-    return np.einsum(f"{sub}->{''.join(dict.fromkeys(sub))}", a)
+    labels = "".join(dict.fromkeys(sub))
+    view = np.einsum(f"{sub}->{labels}", target)  # a writable view
+    src = 1 if data is None else _aligned(data, terms[kinds.index("slot")], list(labels))
+    if add:
+        view += src
+    else:
+        view[...] = src
 
 
 def _signature(f) -> tuple:
@@ -458,17 +466,15 @@ def execute(plan: Plan, graph: Graph) -> dict[str, np.ndarray]:
     for i, step in enumerate(plan.steps):
         if isinstance(step, NetStep):
             slots[step.slot] = step.network.contract([resolve(src) for src in step.sources], step.path)
-        elif step.add_to is not None and all(src[0] != "slot" for src in step.sources):
-            # adding an identity (a skip connection): +1 on the diagonal, in place
-            target = own(step.add_to, i)
-            _diagonal(target, step.eq)[...] += 1
-            slots[step.slot] = target
-        else:
-            value = np.asarray(oe.contract(step.eq, *[resolve(src) for src in step.sources]), dtype=dtype)
+        else:  # write the block onto the diagonal its deltas leave (or add it there)
+            data = next((slots[src[1]] for src in step.sources if src[0] == "slot"), None)
             if step.add_to is not None:
                 target = own(step.add_to, i)
-                value = np.add(target, value, out=target)
-            slots[step.slot] = value
+            else:
+                eyes = any(src[0] == "eye" for src in step.sources)
+                target = (np.zeros if eyes else np.empty)(step.shape, dtype=dtype)
+            _write_diagonal(target, step, data, add=step.add_to is not None)
+            slots[step.slot] = target
         for slot in [s for s, last in last_use.items() if last == i and s not in keep]:
             slots.pop(slot, None)
     results = {}

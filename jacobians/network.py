@@ -77,7 +77,7 @@ class Network:
             keep = set(self.output).union(*(t for _, t in ops))
             a, ta = picked[0]
             for b, tb in picked[1:]:
-                a, ta = contract_pair(a, ta, b, tb, keep)
+                a, ta = contract_pair(a, ta, b, tb, keep, self.output)
             ops.append((a, ta))
         (a, ta), = ops
         a, ta = _sum_out(a, ta, set(self.output))
@@ -283,8 +283,14 @@ def _sum_out(a: np.ndarray, ta: str, keep: set) -> tuple[np.ndarray, str]:
     return a, ta
 
 
-def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set) -> tuple[np.ndarray, str]:
-    """``einsum(ta, tb -> kept labels)`` as one (batched) GEMM or one broadcast product."""
+def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set,
+                  final: str = "") -> tuple[np.ndarray, str]:
+    """``einsum(ta, tb -> kept labels)`` as one (batched) GEMM or one broadcast product.
+
+    A broadcast product lays its result out in the order of ``final`` (the network's output),
+    the labels still to be summed last, so that the next GEMM reads them contiguously and
+    the last step needs no transpose.
+    """
     a, ta = _sum_out(a, ta, keep | set(tb))
     b, tb = _sum_out(b, tb, keep | set(ta))
     batch = [l for l in ta if l in tb and l in keep]
@@ -293,23 +299,25 @@ def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set) -> 
     right = [l for l in tb if l not in ta]
     sa = dict(zip(ta, a.shape))
     sb = dict(zip(tb, b.shape))
+    if not inner:
+        rank = {l: (0, final.index(l)) if l in final else (1, k) for k, l in enumerate(left + right + batch)}
+        out = sorted(left + right + batch, key=rank.__getitem__)
+        return _aligned(a, ta, out) * _aligned(b, tb, out), "".join(out)
     nb = math.prod(sa[l] for l in batch)
     nl = math.prod(sa[l] for l in left)
     nk = math.prod(sa[l] for l in inner)
     nr = math.prod(sb[l] for l in right)
-    if not inner:
-        # a broadcast product, no GEMM; the shared labels go last, where a following
-        # GEMM that sums one of them finds it contiguous (no transpose copy)
-        A = _arrange(a, ta, left + batch).reshape(nl, 1, nb)
-        B = _arrange(b, tb, right + batch).reshape(1, nr, nb)
-        out = left + right + batch
-        C = A * B
-    else:
-        A = _arrange(a, ta, batch + left + inner).reshape(nb, nl, nk)
-        B = _arrange(b, tb, batch + inner + right).reshape(nb, nk, nr)
-        out = batch + left + right
-        C = (A[0] @ B[0]) if nb == 1 else np.matmul(A, B)
+    A = _arrange(a, ta, batch + left + inner).reshape(nb, nl, nk)
+    B = _arrange(b, tb, batch + inner + right).reshape(nb, nk, nr)
+    out = batch + left + right
+    C = (A[0] @ B[0]) if nb == 1 else np.matmul(A, B)
     return C.reshape([sa.get(l) or sb[l] for l in out]), "".join(out)
+
+
+def _aligned(a: np.ndarray, ta: str, out: list[str]) -> np.ndarray:
+    """A view of ``a`` with its axes in ``out`` order and size-1 axes where it lacks a label."""
+    v = _arrange(a, ta, [l for l in out if l in ta])
+    return v.reshape([a.shape[ta.index(l)] if l in ta else 1 for l in out])
 
 
 def _arrange(a: np.ndarray, ta: str, order: list[str]) -> np.ndarray:
