@@ -118,7 +118,9 @@ def optimal(net: Network):
     than either fold ('dp' skips outer products, so a scalar factor can be placed badly)."""
     if len(net.terms) <= 2:
         return reverse(net)
-    candidates = [tuple(tuple(p) for p in _dp_path(net.eq, net.shapes)), reverse(net), forward(net)]
+    # on a tie the reverse fold wins: its running product keeps the output's labels first and
+    # the label to sum next last, so every GEMM reads and writes contiguous memory
+    candidates = [reverse(net), tuple(tuple(p) for p in _dp_path(net.eq, net.shapes)), forward(net)]
     return min(candidates, key=lambda path: _cost(net, path).flops)
 
 
@@ -302,11 +304,17 @@ def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set,
     if not inner:
         rank = {l: (0, final.index(l)) if l in final else (1, k) for k, l in enumerate(left + right + batch)}
         out = sorted(left + right + batch, key=rank.__getitem__)
-        return _aligned(a, ta, out) * _aligned(b, tb, out), "".join(out)
+        return np.multiply(_aligned(a, ta, out), _aligned(b, tb, out), order="C"), "".join(out)
     nb = math.prod(sa[l] for l in batch)
     nl = math.prod(sa[l] for l in left)
     nk = math.prod(sa[l] for l in inner)
     nr = math.prod(sb[l] for l in right)
+    first = lambda labels: min([final.index(l) for l in labels if l in final] + [len(final)])
+    skinny = nb == 1 and set(batch + left + right) != set(final) and max(nl, nr) >= 4 * min(nl, nr)
+    if (nl >= 4 * nr) if skinny else first(right) < first(left):
+        # rows from the operand holding the earlier output labels (no transpose afterwards),
+        # except for a skinny intermediate: narrow side as rows (BLAS runs it faster that way)
+        return contract_pair(b, tb, a, ta, keep, final)
     A = _arrange(a, ta, batch + left + inner).reshape(nb, nl, nk)
     B = _arrange(b, tb, batch + inner + right).reshape(nb, nk, nr)
     out = batch + left + right
