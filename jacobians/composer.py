@@ -35,7 +35,7 @@ import opt_einsum as oe
 
 from .errors import as_float_array
 from .graph import Graph, trace
-from .limits import check_bytes, format_bytes
+from .limits import check_bytes, format_bytes, memory_limit
 from .network import Cost, Network, _aligned, resolve_order
 
 __all__ = ["jacobian", "JacobianFunction", "Plan"]
@@ -67,7 +67,8 @@ class NetStep:
     sources: list            # ("slot", i) | ("link", node, k, j) | ("ones", n)
     slot: int
     cost: Cost
-    label: str               # e.g. "segment z1 <- x" (for reports)
+    label: str               # e.g. "dy/dx" (for reports)
+    chunk: tuple | None = None  # (label, n): contracted in n slices of that output label
 
 
 @dataclass
@@ -126,7 +127,8 @@ class Plan:
                  f"results {format_bytes(self.result_elements * self.itemsize)}"]
         for s in self.steps:
             if isinstance(s, NetStep):
-                lines.append(f"  {s.label}: {readable(s.network.eq)}  path {list(s.path)}  {s.cost.flops:.3g} FLOPs")
+                sliced = f", in {s.chunk[1]} slices" if s.chunk else ""
+                lines.append(f"  {s.label}: {readable(s.network.eq)}  path {list(s.path)}  {s.cost.flops:.3g} FLOPs{sliced}")
             else:
                 lines.append(f"  {'add' if s.add_to is not None else 'expand'} deltas: {readable(s.eq)}")
         return "\n".join(lines)
@@ -256,10 +258,17 @@ class _Planner:
                       tuple(links))
         path = self.path_of(net) if terms else ()
         cost = net.cost(path) if terms else Cost(0, math.prod(self.sizes[l] for l in output), ())
+        # an intermediate larger than the result (or than memory allows) is made in slices of
+        # one output label instead: the same FLOPs, a bounded peak
+        out_elems = math.prod(self.sizes[l] for l in output)
+        target = min(max(out_elems // 2, 1 << 18), memory_limit() // max(self.itemsize, 1))
+        chunk = net.chunking(path, target) if cost.largest_intermediate > max(out_elems, target) else None
+        if chunk is not None:
+            cost = Cost(cost.flops, max(out_elems, -(-cost.largest_intermediate // chunk[1])), cost.path)
         check_bytes(cost.largest_intermediate * self.itemsize,
                     f"an intermediate of {label} ({readable(net.eq)})",
                     hint="use a smaller batch, fewer outputs or inputs, or another order")
-        step = NetStep(net, path, sources, len(self.steps), cost, label)
+        step = NetStep(net, path, sources, len(self.steps), cost, label, chunk)
         self.steps.append(step)
         return Block(top, bottom, output, step.slot)
 
@@ -465,7 +474,8 @@ def execute(plan: Plan, graph: Graph) -> dict[str, np.ndarray]:
 
     for i, step in enumerate(plan.steps):
         if isinstance(step, NetStep):
-            slots[step.slot] = step.network.contract([resolve(src) for src in step.sources], step.path)
+            slots[step.slot] = step.network.contract([resolve(src) for src in step.sources], step.path,
+                                                     step.chunk)
         else:  # write the block onto the diagonal its deltas leave (or add it there)
             data = next((slots[src[1]] for src in step.sources if src[0] == "slot"), None)
             if step.add_to is not None:

@@ -65,8 +65,51 @@ class Network:
     def cost(self, order) -> Cost:
         return _cost(self, self.path(order))
 
-    def contract(self, arrays: Sequence[np.ndarray], path) -> np.ndarray:
-        """Contract ``arrays`` along ``path`` with :func:`contract_pair`."""
+    def intermediates(self, path) -> list[str]:
+        """The labels of every array ``path`` creates, in order (the last is the output, unpermuted)."""
+        terms, made = list(self.terms), []
+        for step in path:
+            picked = [terms[i] for i in step]
+            for i in sorted(step, reverse=True):
+                del terms[i]
+            keep = set(self.output).union(*terms)
+            made.append("".join(dict.fromkeys(l for t in picked for l in t if l in keep)))
+            terms.append(made[-1])
+        return made
+
+    def chunking(self, path, target: int) -> tuple[str, int] | None:
+        """``(label, chunks)``: slice along one output label so that no intermediate of ``path``
+        exceeds ``target`` elements (as far as slicing one label can); None if nothing exceeds it."""
+        sizes = self.sizes
+        size = lambda labels: math.prod(sizes[l] for l in labels)
+        big = [t for t in self.intermediates(path) if size(t) > target]
+        if not big:
+            return None
+        candidates = [l for l in self.output if sizes[l] > 1]
+        if not candidates:
+            return None
+        label = max(candidates, key=lambda l: (sum(l in t for t in big), sizes[l]))
+        return label, min(sizes[label], -(-max(map(size, big)) // target))
+
+    def contract(self, arrays: Sequence[np.ndarray], path, chunk: tuple[str, int] | None = None) -> np.ndarray:
+        """Contract ``arrays`` along ``path`` with :func:`contract_pair`, in ``chunk = (label, n)``
+        slices of one output label when given (samples, rows: any label the output keeps)."""
+        if chunk is None:
+            return self._contract(arrays, path)
+        label, n = chunk
+        arrays = [np.asarray(a) for a in arrays]
+        total = self.sizes[label]
+        width = -(-total // n)
+        out = np.empty([self.sizes[l] for l in self.output], dtype=np.result_type(*arrays))
+        axis = self.output.index(label)
+        for start in range(0, total, width):
+            part = slice(start, min(start + width, total))
+            sliced = [a[tuple(part if l == label else slice(None) for l in t)] if label in t else a
+                      for a, t in zip(arrays, self.terms)]
+            out[(slice(None),) * axis + (part,)] = self._contract(sliced, path)
+        return out
+
+    def _contract(self, arrays: Sequence[np.ndarray], path) -> np.ndarray:
         ops = [(np.asarray(a), t) for a, t in zip(arrays, self.terms)]
         if not ops:
             return np.ones([self.sizes[l] for l in self.output])

@@ -961,7 +961,7 @@ def test_several_results_together_over_the_limit():
     assert J.shape == (40, 60)
 
 
-def test_an_intermediate_over_the_limit_and_an_order_that_avoids_it():
+def test_an_intermediate_over_the_limit_is_made_in_slices_of_an_output_label():
     r = rng(71)
     m = 200
     a = dict(x=r.normal(size=m), W1=r.normal(size=(m, m)) / 15, w2=r.normal(size=(1, m)))
@@ -969,15 +969,50 @@ def test_an_intermediate_over_the_limit_and_an_order_that_avoids_it():
     def g(x, W1, w2):
         return fn.linear(fn.tanh(fn.linear(x, W1)), w2)          # (1,) output: reverse is the cheap way
     with limited_memory(64 << 10):
-        with pytest.raises(JacobianTooLarge) as e:
-            jac.jacobian(g, wrt="x", order="forward")(**a)      # slope * W1 is (200, 200): 312.5 KiB
-        assert "an intermediate of" in str(e.value) and "312.5 KiB" in str(e.value)
-        assert "another order" in str(e.value)
+        jf = jac.jacobian(g, wrt="x", order="forward")            # slope * W1 is (200, 200): 312.5 KiB
+        plan = jf.plan(**a)
+        (step,) = plan.networks
+        assert step.chunk is not None and step.chunk[1] >= 5      # sliced along x's axis
+        assert "slices" in str(plan)
+        assert plan.largest_intermediate * 8 <= 64 << 10
+        Jf = jf(**a)
         Jr = jac.jacobian(g, wrt="x", order="reverse")(**a)
         Jo = jac.jacobian(g, wrt="x")(**a)
     assert Jr.shape == (1, m)
+    assert_same(Jf, Jr, 1e-12)
     assert_same(Jo, Jr, 1e-12)
     assert_same(Jr, numeric(g, a, "x"), 1e-6)
+
+
+def test_an_intermediate_that_slicing_cannot_shrink_is_refused():
+    # a scalar output of a (200,) input: no output label to slice along except x's own axis,
+    # and a limit below one row of the (200, 200) product refuses before allocating
+    r = rng(72)
+    m = 200
+    a = dict(x=r.normal(size=m), W1=r.normal(size=(m, m)) / 15)
+
+    def g(x, W1):
+        return fn.sum(fn.tanh(fn.linear(x, W1)))
+    with limited_memory(1 << 10):
+        with pytest.raises(JacobianTooLarge) as e:
+            jac.jacobian(g, wrt="x", order="forward")(**a)
+    assert "another order" in str(e.value) or "the explicit Jacobians" in str(e.value)
+
+
+def test_slices_give_the_same_tensor_as_one_contraction():
+    from jacobians.network import Network
+    r = rng(73)
+    net = Network(("ab", "cb", "bd"), ((6, 5), (4, 5), (5, 3)), "cad")
+    arrays = [r.normal(size=s) for s in net.shapes]
+    path = net.path("optimal")
+    whole = net.contract(arrays, path)
+    np.testing.assert_allclose(whole, np.einsum(net.eq, *arrays), rtol=1e-12)
+    for label in "cad":
+        for n in (1, 2, 3, net.sizes[label]):
+            np.testing.assert_allclose(net.contract(arrays, path, (label, n)), whole, rtol=1e-12)
+    assert net.chunking(path, 10**9) is None
+    label, n = net.chunking(path, 40)
+    assert label in "cad" and n >= 2
 
 
 def test_a_big_problem_is_planned_from_shapes_without_executing():
