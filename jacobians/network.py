@@ -37,9 +37,6 @@ class Cost:
     largest_intermediate: int      # elements
     path: tuple[tuple[int, ...], ...]
 
-    def __add__(self, other: "Cost") -> "Cost":
-        return Cost(self.flops + other.flops, max(self.largest_intermediate, other.largest_intermediate), ())
-
 
 @dataclass(frozen=True)
 class Network:
@@ -347,7 +344,7 @@ def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set,
     if not inner:
         rank = {l: (0, final.index(l)) if l in final else (1, k) for k, l in enumerate(left + right + batch)}
         out = sorted(left + right + batch, key=rank.__getitem__)
-        return np.multiply(_aligned(a, ta, out), _aligned(b, tb, out), order="C"), "".join(out)
+        return np.multiply(aligned(a, ta, out), aligned(b, tb, out), order="C"), "".join(out)
     nb = math.prod(sa[l] for l in batch)
     nl = math.prod(sa[l] for l in left)
     nk = math.prod(sa[l] for l in inner)
@@ -365,7 +362,7 @@ def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set,
     return C.reshape([sa.get(l) or sb[l] for l in out]), "".join(out)
 
 
-def _aligned(a: np.ndarray, ta: str, out: list[str]) -> np.ndarray:
+def aligned(a: np.ndarray, ta: str, out: list[str]) -> np.ndarray:
     """A view of ``a`` with its axes in ``out`` order and size-1 axes where it lacks a label."""
     v = _arrange(a, ta, [l for l in out if l in ta])
     return v.reshape([a.shape[ta.index(l)] if l in ta else 1 for l in out])
