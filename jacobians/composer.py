@@ -437,24 +437,47 @@ def _signature(f) -> tuple:
     return (f.out, f.inp, tuple((sub, np.shape(a)) for sub, a in f.operands))
 
 
+def _bookkeeping(plan: Plan) -> tuple[dict, set, list, set]:
+    """Per plan, once: each slot's last reader, the result slots, what to free after each step,
+    and the slots that may alias an input or an op's operand (single-operand networks pass
+    their operand through; every other step makes a new array)."""
+    if getattr(plan, "_bookkeeping", None) is None:
+        last_use: dict[int, int] = {}
+        borrowed: set[int] = set()
+        views: list[tuple[int, int]] = []     # (slot, the slot it may be a view of)
+        for i, step in enumerate(plan.steps):
+            for src in step.sources:
+                if src[0] == "slot":
+                    last_use[src[1]] = i
+            if getattr(step, "add_to", None) is not None:
+                last_use[step.add_to] = i
+            if isinstance(step, NetStep) and len(step.sources) == 1:
+                src = step.sources[0]
+                if src[0] == "link" or (src[0] == "slot" and src[1] in borrowed):
+                    borrowed.add(step.slot)
+                elif src[0] == "slot":
+                    views.append((step.slot, src[1]))
+        keep = {slot for slot, _ in plan.results.values()}
+        for slot, base in reversed(views):   # a view keeps its base alive (and unwritten) as long as it lives
+            last_use[base] = max(last_use.get(base, -1), last_use.get(slot, -1))
+            if slot in keep:
+                keep.add(base)
+        free = [[s for s, last in last_use.items() if last == i and s not in keep] for i in range(len(plan.steps))]
+        plan._bookkeeping = (last_use, keep, free, borrowed)
+    return plan._bookkeeping
+
+
 def execute(plan: Plan, graph: Graph) -> dict[str, np.ndarray]:
     """Run a plan on the graph's current values."""
     dtype = np.result_type(*[graph.nodes[graph.inputs[n]].value for n in plan.results], np.float32)
     factors = {}
     for (c, k), sig in plan.links.items():
-        f = graph.nodes[c].builders[k]()
+        f = graph.nodes[c].builders[k](check=False)  # validated when planned; the signature must match
         if _signature(f) != sig:
             raise RuntimeError(f"jacobian: the structure of {graph.nodes[c].name}'s Jacobian changed between "
                                f"calls with the same shapes ({sig} vs {_signature(f)})")
         factors[(c, k)] = f
-    last_use = {}
-    for i, step in enumerate(plan.steps):
-        for src in step.sources:
-            if src[0] == "slot":
-                last_use[src[1]] = i
-        if getattr(step, "add_to", None) is not None:
-            last_use[step.add_to] = i
-    keep = {slot for slot, _ in plan.results.values()}
+    last_use, keep, free, borrowed = _bookkeeping(plan)
     slots: dict[int, np.ndarray] = {}
 
     def resolve(src):
@@ -467,15 +490,11 @@ def execute(plan: Plan, graph: Graph) -> dict[str, np.ndarray]:
             return np.eye(src[1], dtype=dtype)
         return np.ones(src[1], dtype=dtype)
 
-    borrowed = [n.value for n in graph.nodes] + [a for f in factors.values() for _, a in f.operands]
-
     def own(slot: int, i: int) -> np.ndarray:
         """The slot's array, safe to write at step ``i``: copied if anything else still reads it
         (a later step, a result, an input or an op's operand)."""
         a = slots[slot]
-        if last_use.get(slot, -1) > i or slot in keep or any(np.may_share_memory(a, b) for b in borrowed):
-            a = a.copy()
-        return a
+        return a.copy() if last_use.get(slot, -1) > i or slot in keep or slot in borrowed else a
 
     for i, step in enumerate(plan.steps):
         if isinstance(step, NetStep):
@@ -490,17 +509,17 @@ def execute(plan: Plan, graph: Graph) -> dict[str, np.ndarray]:
                 target = (np.zeros if eyes else np.empty)(step.shape, dtype=dtype)
             _write_diagonal(target, step, data, add=step.add_to is not None)
             slots[step.slot] = target
-        for slot in [s for s, last in last_use.items() if last == i and s not in keep]:
+        for slot in free[i]:
             slots.pop(slot, None)
-    results = {}
+    results, handed = {}, set()
     for name, (slot, shape) in plan.results.items():
         if slot is None:
             results[name] = np.zeros(shape, dtype=dtype)
             continue
         r = np.asarray(slots[slot], dtype=dtype)
-        if any(np.may_share_memory(r, a) for a in borrowed):
-            r = r.copy()  # never hand out a view of an input or of an op's operand
-        results[name] = r
+        # never a view of an input or an operand, never one array for two results
+        results[name] = r.copy() if slot in borrowed or slot in handed else r
+        handed.add(slot)
     return results
 
 

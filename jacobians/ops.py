@@ -157,13 +157,13 @@ class Op:
 def _builder(r, out_shape, in_shape, dtype, op, name, arrays):
     inputs = {id(a) for a in arrays.values() if a is not None}
 
-    def build() -> Factored:
+    def build(check: bool = True) -> Factored:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             j = r()
         # a finite value can have an infinite slope; the op's own inputs were checked already
         if not all(id(a) in inputs or np.isfinite(a).all() for _, a in j.operands):
             fail(op, f"the Jacobian w.r.t. {name} is not finite (a derivative overflows) for {name} {tuple(in_shape)}")
-        return Factored(j.out, j.inp, tuple(out_shape), tuple(in_shape), tuple(j.operands), dtype)
+        return Factored(j.out, j.inp, tuple(out_shape), tuple(in_shape), tuple(j.operands), dtype, check)
     return build
 
 

@@ -1228,3 +1228,21 @@ def test_optimal_is_never_worse_than_either_pure_mode():
     for wrt in ("x", "W1", "W2"):
         flops = {o: jac.jacobian(f, wrt=wrt, order=o).plan(**a).flops for o in ("forward", "reverse", "optimal")}
         assert flops["optimal"] <= min(flops["forward"], flops["reverse"]), (wrt, flops)
+
+
+def test_results_never_share_memory_with_each_other_or_the_inputs():
+    # d/dx and d/dy of g(x + y) are the same block relabelled; W itself is d(W @ v)/dv's operand
+    def f(x, y, W):
+        return fn.tanh(fn.matmul(W, x + y))
+    r = rng(74)
+    a = dict(x=r.normal(size=3), y=r.normal(size=3), W=r.normal(size=(2, 3)))
+    for order in ORDERS:
+        J = jac.jacobian(f, wrt=("x", "y"), order=order)(**a)
+        assert not np.may_share_memory(J["x"], J["y"])
+        np.testing.assert_array_equal(J["x"], J["y"])
+    def g(v, W):
+        return fn.matmul(W, v)
+    Jv = jac.jacobian(g, wrt="v")(a["x"], a["W"])
+    assert not np.may_share_memory(Jv, a["W"])
+    Jv[...] = 0
+    assert np.abs(a["W"]).sum() > 0
