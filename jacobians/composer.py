@@ -24,6 +24,7 @@ function must not change its constants between calls.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections import OrderedDict
@@ -86,6 +87,17 @@ class ExpandStep:
         n = math.prod(self.shape)
         return Cost(n * (2 if self.add_to is not None else 1), n, ())
 
+    @functools.cached_property
+    def diagonal(self) -> tuple[str, str, str | None]:
+        """``(sub, labels, data)``: ``einsum(sub->labels)`` of the output is the writable view its
+        deltas leave; ``data`` labels the block written there (None: the identity)."""
+        terms, out = readable(self.eq).split("->")
+        terms = terms.split(",")
+        kinds = [src[0] for src in self.sources]
+        merge = {t[1]: t[0] for t, kind in zip(terms, kinds) if kind == "eye"}
+        sub = "".join(merge.get(l, l) for l in out)
+        return sub, "".join(dict.fromkeys(sub)), terms[kinds.index("slot")] if "slot" in kinds else None
+
 
 @dataclass
 class Plan:
@@ -108,6 +120,7 @@ class Plan:
     results: dict = field(default_factory=dict)     # wrt name -> (slot | None, shape)
     links: dict = field(default_factory=dict)       # (node, k) -> structure signature
     itemsize: int = 8
+    bookkeeping: tuple | None = field(default=None, repr=False)  # set by execute, once
 
     @property
     def flops(self) -> int:
@@ -419,14 +432,9 @@ def _one_network(n: int) -> None:
 
 def _write_diagonal(target: np.ndarray, step: ExpandStep, data, add: bool) -> None:
     """``target[diagonal] (+)= data``: the expansion of ``step.eq`` without multiplying by eyes."""
-    terms, out = readable(step.eq).split("->")
-    terms = terms.split(",")
-    kinds = [src[0] for src in step.sources]
-    merge = {t[1]: t[0] for t, kind in zip(terms, kinds) if kind == "eye"}
-    sub = "".join(merge.get(l, l) for l in out)
-    labels = "".join(dict.fromkeys(sub))
+    sub, labels, data_labels = step.diagonal
     view = np.einsum(f"{sub}->{labels}", target)  # a writable view
-    src = 1 if data is None else aligned(data, terms[kinds.index("slot")], list(labels))
+    src = 1 if data is None else aligned(data, data_labels, list(labels))
     if add:
         view += src
     else:
@@ -441,7 +449,7 @@ def _bookkeeping(plan: Plan) -> tuple[dict, set, list, set]:
     """Per plan, once: each slot's last reader, the result slots, what to free after each step,
     and the slots that may alias an input or an op's operand (single-operand networks pass
     their operand through; every other step makes a new array)."""
-    if getattr(plan, "_bookkeeping", None) is None:
+    if plan.bookkeeping is None:
         last_use: dict[int, int] = {}
         borrowed: set[int] = set()
         views: list[tuple[int, int]] = []     # (slot, the slot it may be a view of)
@@ -463,8 +471,8 @@ def _bookkeeping(plan: Plan) -> tuple[dict, set, list, set]:
             if slot in keep:
                 keep.add(base)
         free = [[s for s, last in last_use.items() if last == i and s not in keep] for i in range(len(plan.steps))]
-        plan._bookkeeping = (last_use, keep, free, borrowed)
-    return plan._bookkeeping
+        plan.bookkeeping = (last_use, keep, free, borrowed)
+    return plan.bookkeeping
 
 
 def execute(plan: Plan, graph: Graph) -> dict[str, np.ndarray]:
@@ -486,9 +494,7 @@ def execute(plan: Plan, graph: Graph) -> dict[str, np.ndarray]:
             return slots[src[1]]
         if kind == "link":
             return np.asarray(factors[(src[1], src[2])].operands[src[3]][1])
-        if kind == "eye":
-            return np.eye(src[1], dtype=dtype)
-        return np.ones(src[1], dtype=dtype)
+        return np.ones(src[1], dtype=dtype)  # a ones-factor (expansions write their eyes as diagonals)
 
     def own(slot: int, i: int) -> np.ndarray:
         """The slot's array, safe to write at step ``i``: copied if anything else still reads it
