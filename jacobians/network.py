@@ -256,14 +256,12 @@ def _tree_to_path(root, n: int) -> tuple:
 def _vector_cost(net: Network, link) -> int:
     """FLOPs of applying one link to one vector (its matrix-free JVP or VJP)."""
     positions, out, inp = link
-    terms = [net.terms[p] for p in positions] + ["".join(inp)]
-    shapes = [net.shapes[p] for p in positions] + [tuple(net.sizes.get(l, 1) for l in inp)]
-    output = "".join(l for l in dict.fromkeys(out))
+    terms = tuple(net.terms[p] for p in positions) + ("".join(inp),)
+    shapes = tuple(net.shapes[p] for p in positions) + (tuple(net.sizes.get(l, 1) for l in inp),)
+    output = "".join(dict.fromkeys(out))
     if not set(output) <= set("".join(terms)):
         return math.prod(net.sizes.get(l, 1) for l in out)
-    return _cost_cached(",".join(terms) + "->" + output, tuple(shapes),
-                        tuple(tuple(p) for p in _dp_path(",".join(terms) + "->" + output, tuple(shapes)))
-                        if len(terms) > 2 else ((0, 1),) if len(terms) == 2 else ((0,),)).flops
+    return Network(terms, shapes, output).cost("optimal").flops
 
 
 ORDERS: dict[str, Callable[[Network], tuple]] = {
