@@ -167,9 +167,9 @@ def compare(f: Callable, *args, wrt, batched=None, orders: Sequence[str] = DEFAU
             say(order)
             plan = None
 
-            def run(order=order):
-                graph.replay(dict(zip(graph.inputs, _input_values(ref_fn, args, kwargs, graph))))
-                return sweep_jacobian(graph, name, order, per_sample=per_sample)
+            def run(order=order):  # validate and replay on the arguments, as the other rows do
+                replayed, _ = ref_fn.plan_and_graph(args, kwargs)
+                return sweep_jacobian(replayed, name, order, per_sample=per_sample)
             seconds, sweep = _timed(run, repeats)
             J = sweep.jacobian
         else:
@@ -196,11 +196,6 @@ def compare(f: Callable, *args, wrt, batched=None, orders: Sequence[str] = DEFAU
                             + ("same FLOPs as the path search" if b.flops == o.flops else
                                f"the path search, which sees deltas and the batch, needs {o.flops / max(b.flops, 1):.2f}x its FLOPs"))
     return report
-
-
-def _input_values(jf, args, kwargs, graph):
-    bound = jf.signature.bind(*args, **kwargs)
-    return [np.asarray(bound.arguments[n]) for n in graph.inputs]
 
 
 def _describe(plan, order) -> str:
