@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import opt_einsum as oe
 
+from .labels import fresh, prime
 from .limits import check_bytes
 
 __all__ = ["Factored"]
@@ -91,9 +91,9 @@ class Factored:
         used = set(self.out + self.inp + "".join(s for s, _ in self.operands))
         primes = {}
         for l in self.deltas:  # the case-swapped label, unless another axis already uses it
-            p = _prime(l)
+            p = prime(l)
             if p in used:
-                p = next(_fresh_labels(used))
+                p = next(fresh(used))
             used.add(p)
             primes[l] = p
         inp = "".join(primes.get(l, l) for l in self.inp)
@@ -118,8 +118,8 @@ class Factored:
         check_bytes(math.prod(shape) * np.dtype(dtype).itemsize, what, shape)
         sizes = self.sizes
         keep = self.inp[0] if collapse_batch and self.per_sample else None
-        fresh = _fresh_labels(self.out + self.inp + "".join(s for s, _ in self.operands))
-        rename = {l: next(fresh) for l in self.deltas if l != keep}
+        new = fresh(self.out + self.inp + "".join(s for s, _ in self.operands))
+        rename = {l: next(new) for l in self.deltas if l != keep}
         inp = "".join(rename.get(l, l) for l in self.inp)
         if keep is not None:
             inp = inp[1:]
@@ -148,7 +148,7 @@ class Factored:
         Returns the array, the einsum equation and the operand shapes (for costing).
         """
         used = self.out + self.inp + "".join(s for s, _ in self.operands)
-        k = next(_fresh_labels(used))
+        k = next(fresh(used))
         src, dst = (self.inp, self.out) if side == "in" else (self.out, self.inp)
         terms = [s for s, _ in self.operands] + [src + k]
         arrays = [np.asarray(a) for _, a in self.operands] + [v]
@@ -159,17 +159,3 @@ class Factored:
             arrays.append(np.ones([sizes[l] for l in missing], dtype=v.dtype))
         eq = ",".join(terms) + "->" + dst + k
         return oe.contract(eq, *arrays), eq, tuple(a.shape for a in arrays)
-
-
-def _prime(label: str) -> str:
-    return label.upper() if label.islower() else label.lower()
-
-
-def _fresh_labels(used: Sequence[str]):
-    taken = set(used)
-    i = 0
-    while True:
-        s = oe.get_symbol(i)
-        i += 1
-        if s not in taken:
-            yield s
