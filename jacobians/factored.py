@@ -135,7 +135,7 @@ class Factored:
             arrays.append(np.ones([sizes[l] for l in missing], dtype=dtype))
         if not terms:
             return np.ones(shape, dtype=dtype)
-        result = oe.contract(",".join(terms) + "->" + output, *arrays)
+        result = _contract(terms, arrays, output)
         return np.asarray(result, dtype=dtype).reshape(shape)
 
 
@@ -158,4 +158,19 @@ class Factored:
             terms.append(missing)
             arrays.append(np.ones([sizes[l] for l in missing], dtype=v.dtype))
         eq = ",".join(terms) + "->" + dst + k
-        return oe.contract(eq, *arrays), eq, tuple(a.shape for a in arrays)
+        return _contract(terms, arrays, dst + k), eq, tuple(a.shape for a in arrays)
+
+
+def _contract(terms: list[str], arrays: list, output: str):
+    """``oe.contract`` of ``terms -> output``.
+
+    numpy's einsum knows 52 labels; past that (arrays of many dimensions) the labels of
+    size 1, which carry nothing, are squeezed out first and put back by a reshape.
+    """
+    if len(set("".join(terms) + output)) <= 52:
+        return oe.contract(",".join(terms) + "->" + output, *arrays)
+    size = {l: n for t, a in zip(terms, arrays) for l, n in zip(t, np.shape(a))}
+    squeeze = lambda t: "".join(l for l in t if size[l] != 1)
+    arrays = [np.reshape(a, [n for n in np.shape(a) if n != 1]) for a in arrays]
+    result = oe.contract(",".join(map(squeeze, terms)) + "->" + squeeze(output), *arrays)
+    return np.reshape(result, [size[l] for l in output])
