@@ -96,7 +96,9 @@ def thread_info() -> dict:
     if "torch" in sys.modules:
         info["torch_intra_op"] = sys.modules["torch"].get_num_threads()
     if "jax" in sys.modules:
-        info["jax_xla_cpu"] = f"XLA default: one intra-op thread per core ({os.cpu_count()})"
+        flags = os.environ.get("XLA_FLAGS", "")
+        info["jax_xla_cpu"] = (f"XLA_FLAGS={flags!r}" if "thread" in flags or "eigen" in flags
+                               else f"XLA default: one intra-op thread per core ({os.cpu_count()})")
     return info
 
 

@@ -77,6 +77,14 @@ What is measured, per problem:
   the toolkit, the numpy closed form and the peers; overhead = median per call
   minus the numpy closed form's median.
 
+On a loaded shared machine, multi-threaded BLAS and XLA pools spin against
+other processes and millisecond timings scatter by 10-100x; one thread each
+is far steadier (the thread counts, XLA_FLAGS included, are recorded)::
+
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \\
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
+    python -m benchmarks.run --only small,overhead
+
 Machine, versions, thread counts and BLAS go into results.json.  The machine
 this was developed on is shared and has 2 cores: compare ratios within a run,
 not absolute times across runs.
