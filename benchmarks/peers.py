@@ -96,7 +96,9 @@ def thread_info() -> dict:
     if "torch" in sys.modules:
         info["torch_intra_op"] = sys.modules["torch"].get_num_threads()
     if "jax" in sys.modules:
-        info["jax_xla_cpu"] = f"XLA default: one intra-op thread per core ({os.cpu_count()})"
+        flags = os.environ.get("XLA_FLAGS", "")
+        info["jax_xla_cpu"] = (f"XLA_FLAGS={flags!r}" if "thread" in flags or "eigen" in flags
+                               else f"XLA default: one intra-op thread per core ({os.cpu_count()})")
     return info
 
 
@@ -108,7 +110,8 @@ def _jax_ops():
     import jax.numpy as jnp
     return jax, jnp, types.SimpleNamespace(
         linear=lambda x, W, b=None: x @ W.T if b is None else x @ W.T + b,
-        tanh=jnp.tanh, relu=jax.nn.relu, log_softmax=lambda t: jax.nn.log_softmax(t, axis=-1), sqrt=jnp.sqrt)
+        tanh=jnp.tanh, relu=jax.nn.relu, sigmoid=jax.nn.sigmoid, softmax=lambda t: jax.nn.softmax(t, axis=-1),
+        log_softmax=lambda t: jax.nn.log_softmax(t, axis=-1), sqrt=jnp.sqrt, swap=lambda t: jnp.swapaxes(t, -1, -2))
 
 
 def _torch_ops():
@@ -116,7 +119,8 @@ def _torch_ops():
     torch.set_num_threads(target_threads())
     return torch, types.SimpleNamespace(
         linear=lambda x, W, b=None: x @ W.T if b is None else x @ W.T + b,
-        tanh=torch.tanh, relu=torch.relu, log_softmax=lambda t: torch.log_softmax(t, dim=-1), sqrt=torch.sqrt)
+        tanh=torch.tanh, relu=torch.relu, sigmoid=torch.sigmoid, softmax=lambda t: torch.softmax(t, dim=-1),
+        log_softmax=lambda t: torch.log_softmax(t, dim=-1), sqrt=torch.sqrt, swap=lambda t: torch.transpose(t, -1, -2))
 
 
 # ---------------------------------------------------------------- implementations

@@ -11,11 +11,17 @@ A :class:`Problem` holds
   toolkit's layout (section 1 of DESIGN.md);
 * ``peer_fn(ops, **args)`` — the same model for JAX / PyTorch, written once
   against a tiny namespace ``ops`` (``linear``, ``tanh``, ``relu``,
-  ``log_softmax``, ``sqrt``) that :mod:`benchmarks.peers` fills in.  For a
+  ``sigmoid``, ``softmax``, ``log_softmax``, ``sqrt``, ``swap`` of the last
+  two axes) that :mod:`benchmarks.peers` fills in.  For a
   per-sample problem it is the model of ONE sample (the peers ``vmap`` it over
   the names in ``peer_batched``); otherwise it is the whole function.
   Integer labels reach the peers one-hot (``peer_inputs``): the same math,
   and no data-dependent indexing under ``vmap``.
+
+Groups: the main table (``group="main"``), the "small models" table
+(:data:`SMALL_MODELS`: three ``group="small"`` problems and the main table's
+softmax classifier), the fixed-overhead problem :data:`TINY`, and the
+planning-time chains of :func:`mlp_chain`.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import jacobians as jac
 
 fn = jac.fn
 
-__all__ = ["Problem", "PROBLEMS", "get"]
+__all__ = ["Problem", "PROBLEMS", "SMALL_MODELS", "TINY", "get", "mlp_chain"]
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Problem:
     peer_inputs: Callable[[dict], dict] = lambda inputs: dict(inputs)
     orders: tuple[str, ...] = ("optimal",)      # toolkit orders timed
     notes: str = ""
+    group: str = "main"                         # "main": the main table; "small": the small-models table only
 
     @property
     def per_sample(self) -> bool:
@@ -298,6 +305,133 @@ def softmax_classifier_peer_inputs(a: dict) -> dict:
     return {**a, "y": _onehot(a["y"], a["W"].shape[0])}
 
 
+# ---------------------------------------------------------------- small models (issue 8 item 9)
+# Millisecond-sized problems where a fixed per-call cost shows: repeat-call time against JAX and torch.
+
+def cs224n(x, W, b, u):
+    return fn.matmul(fn.sigmoid(fn.linear(x, W, b)), u)              # z = W x + b, h = sigmoid(z), s = u^T h
+
+
+def cs224n_peer(ops, x, W, b, u):
+    return ops.sigmoid(ops.linear(x, W, b)) @ u
+
+
+def cs224n_build(quick: bool) -> dict:
+    """CS224n's window classifier: a window of 5 words of 4-dim vectors (Dx = 20), 8 hidden units, as in the lecture."""
+    r = _rng(8)
+    B, Dx, Dh = (4, 6, 3) if quick else (16, 20, 8)
+    return {"x": r.standard_normal((B, Dx)), "W": r.standard_normal((Dh, Dx)) / np.sqrt(Dx),
+            "b": 0.1 * r.standard_normal(Dh), "u": r.standard_normal(Dh)}
+
+
+def cs224n_closed(a: dict) -> dict:
+    """delta = u * sigmoid'(z) (B, Dh); ds/dx = delta W, ds/dW = delta x^T per sample (Clark's identities 1, 4, 5)."""
+    h = 1.0 / (1.0 + np.exp(-(a["x"] @ a["W"].T + a["b"])))
+    delta = a["u"] * h * (1.0 - h)
+    return {"x": delta @ a["W"], "W": delta[:, :, None] * a["x"][:, None, :]}
+
+
+RNN_STEPS = 5
+
+
+def rnn5(h0, x1, x2, x3, x4, x5, W, U, b):
+    h = h0
+    for x in (x1, x2, x3, x4, x5):
+        h = fn.tanh(fn.linear(h, W) + fn.linear(x, U, b))            # h_t = tanh(W h_{t-1} + U x_t + b)
+    return h
+
+
+def rnn5_peer(ops, h0, x1, x2, x3, x4, x5, W, U, b):
+    h = h0
+    for x in (x1, x2, x3, x4, x5):
+        h = ops.tanh(ops.linear(h, W) + ops.linear(x, U, b))
+    return h
+
+
+def rnn5_build(quick: bool) -> dict:
+    r = _rng(9)
+    B, H, D = (3, 4, 3) if quick else (16, 32, 16)
+    return {"h0": r.standard_normal((B, H)), **{f"x{t}": r.standard_normal((B, D)) for t in range(1, RNN_STEPS + 1)},
+            "W": r.standard_normal((H, H)) / np.sqrt(H), "U": r.standard_normal((H, D)) / np.sqrt(D),
+            "b": 0.1 * r.standard_normal(H)}
+
+
+def rnn5_closed(a: dict) -> dict:
+    """Backprop through time: G_t = dh_5/dz_t = (G_{t+1} W) diag(1 - h_t^2); dh_5/dU = sum_t G_t x_t^T; dh_5/dh_0 = G_1 W."""
+    W, U, b = a["W"], a["U"], a["b"]
+    xs = [a[f"x{t}"] for t in range(1, RNN_STEPS + 1)]
+    hs = [a["h0"]]
+    for x in xs:
+        hs.append(np.tanh(hs[-1] @ W.T + x @ U.T + b))
+    B, H = hs[0].shape
+    G = np.broadcast_to(np.eye(H), (B, H, H)) * (1.0 - hs[-1] ** 2)[:, None, :]
+    Gs = []
+    for t in range(RNN_STEPS, 0, -1):                                # t = 5 .. 1: Gs[k] goes with x_{5-k}
+        Gs.append(G)
+        G = G @ W                                                    # dh_5 / dh_{t-1}
+        if t > 1:
+            G = G * (1.0 - hs[t - 1] ** 2)[:, None, :]
+    dU = np.einsum("tbij,tbk->bijk", np.stack(Gs), np.stack(xs[::-1]))
+    return {"h0": G, "U": dU}
+
+
+def attention(x, Wq, Wk, Wv):
+    q, k, v = fn.matmul(x, Wq), fn.matmul(x, Wk), fn.matmul(x, Wv)
+    s = fn.matmul(q, fn.transpose(k, (0, 2, 1))) * (1.0 / np.sqrt(Wq.shape[1]))
+    return fn.matmul(fn.softmax(s), v)                               # softmax(Q K^T / sqrt(d)) V
+
+
+def attention_peer(ops, x, Wq, Wk, Wv):
+    q, k, v = x @ Wq, x @ Wk, x @ Wv
+    return ops.softmax(q @ ops.swap(k) * (1.0 / np.sqrt(Wq.shape[1]))) @ v
+
+
+def attention_build(quick: bool) -> dict:
+    r = _rng(10)
+    B, T, d = (2, 3, 4) if quick else (8, 16, 32)
+    return {"x": r.standard_normal((B, T, d)),
+            **{n: r.standard_normal((d, d)) / np.sqrt(d) for n in ("Wq", "Wk", "Wv")}}
+
+
+def attention_closed(a: dict) -> dict:
+    """d out[t,e] / d x[s,c] = A[t,s] Wv[c,e] + sum_u A[t,u] (V[u,e] - out[t,e]) dS[t,u]/dx[s,c], with
+    dS[t,u]/dx[s,c] = (delta_ts (Wq K^T)[c,u] + delta_us (Q Wk^T)[t,c]) / sqrt(d)."""
+    x, Wq, Wk, Wv = a["x"], a["Wq"], a["Wk"], a["Wv"]
+    B, T, d = x.shape
+    n = 1.0 / np.sqrt(Wq.shape[1])
+    Q, K, V = x @ Wq, x @ Wk, x @ Wv
+    A = _softmax(n * Q @ K.transpose(0, 2, 1))                       # (B, T, T)
+    O = A @ V
+    P = A[..., None] * (V[:, None, :, :] - O[:, :, None, :])         # (B, t, u, e)
+    J = A[:, :, None, :, None] * Wv.T[None, None, :, None, :]        # value path: (B, t, e, s, c)
+    J += n * P.transpose(0, 1, 3, 2)[..., None] * (Q @ Wk.T)[:, :, None, None, :]      # key path, u = s
+    diag = n * np.einsum("btue,buc->btec", P, K @ Wq.T)              # (Wq K^T)[c,u] = (K Wq^T)[u,c]
+    idx = np.arange(T)
+    J[:, idx, :, idx, :] += diag.transpose(1, 0, 2, 3)               # query path, s = t (advanced axes first)
+    return {"x": J}
+
+
+TINY_TITLE = "tanh(x W^T + b), x (2, 3), W (3, 3): per-sample d y / d x (2, 3, 3)"
+
+
+def tiny(x, W, b):
+    return fn.tanh(fn.linear(x, W, b))
+
+
+def tiny_peer(ops, x, W, b):
+    return ops.tanh(ops.linear(x, W, b))
+
+
+def tiny_build(quick: bool) -> dict:
+    r = _rng(11)
+    return {"x": r.standard_normal((2, 3)), "W": r.standard_normal((3, 3)), "b": r.standard_normal(3)}
+
+
+def tiny_closed(a: dict) -> dict:
+    h = np.tanh(a["x"] @ a["W"].T + a["b"])
+    return {"x": (1.0 - h * h)[:, :, None] * a["W"]}
+
+
 # ---------------------------------------------------------------- the table
 
 PROBLEMS: dict[str, Problem] = {p.name: p for p in [
@@ -322,7 +456,43 @@ PROBLEMS: dict[str, Problem] = {p.name: p for p in [
             softmax_classifier_build, softmax_classifier, ("X", "W", "b"), "X", softmax_classifier_closed,
             softmax_classifier_peer, (), peer_inputs=softmax_classifier_peer_inputs,
             notes="X's Jacobian (N, D) is an unbatched output of a batched input."),
+    Problem("cs224n_window", "CS224n one-layer net s = u^T sigmoid(W x + b), B=16, Dx=20, Dh=8: per-sample ds / d (x, W)",
+            cs224n_build, cs224n, ("x", "W"), "x", cs224n_closed, cs224n_peer, ("x",), group="small",
+            notes="The lecture's window classifier (5 words x 4 dims); s is one score per sample."),
+    Problem("rnn_5step", "5-step tanh RNN h_t = tanh(W h_{t-1} + U x_t + b), B=16, H=32, D=16: per-sample "
+            "d h_5 / d (h_0, U)",
+            rnn5_build, rnn5, ("h0", "U"), "h0", rnn5_closed, rnn5_peer, ("h0",) + tuple(f"x{t}" for t in range(1, 6)),
+            group="small",
+            notes="The five x_t are five arguments (the toolkit has no indexing yet); every implementation gets "
+                  "the same five arrays, so no slicing is timed anywhere."),
+    Problem("attention", "one attention block softmax(Q K^T / sqrt(d)) V, Q, K, V = x Wq, x Wk, x Wv, B=8, T=16, "
+            "d=32: per-sample d out / d x (8, 16, 32, 16, 32)",
+            attention_build, attention, ("x",), "x", attention_closed, attention_peer, ("x",), group="small",
+            notes="Written with matmul, transpose and softmax (no fused attention op anywhere)."),
 ]}
+
+SMALL_MODELS = ("cs224n_window", "softmax_classifier", "rnn_5step", "attention")
+"""The "small models" table: repeat-call time against JAX and torch where a fixed per-call cost shows."""
+
+TINY = Problem("tiny", TINY_TITLE, tiny_build, tiny, ("x",), "x", tiny_closed, tiny_peer, ("x",), group="overhead")
+"""The fixed per-call overhead: this problem's time per call minus the same math in plain numpy."""
+
+
+def mlp_chain(layers: int, width: int, batch: int, seed: int = 12):
+    """A tanh MLP of ``layers`` layers (weights captured by the closure) and its input x (batch, width).
+
+    Its per-sample d out / d x is the planning-time benchmark: one chain of ``2 * layers`` links.
+    """
+    r = _rng(seed)
+    Ws = [r.standard_normal((width, width)) / np.sqrt(width) for _ in range(layers)]
+    bs = [0.1 * r.standard_normal(width) for _ in range(layers)]
+
+    def chain(x):
+        h = x
+        for W, b in zip(Ws, bs):
+            h = fn.tanh(fn.linear(h, W, b))
+        return h
+    return chain, r.standard_normal((batch, width))
 
 
 def get(name: str) -> Problem:

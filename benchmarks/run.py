@@ -6,15 +6,22 @@ Usage (from the repository root)::
     python -m benchmarks.run --quick              # small sizes, 3 repeats: seconds
     python -m benchmarks.run --problems bottleneck residual --repeats 11
     python -m benchmarks.run --no-peers --no-memory --out /tmp/bench
+    python -m benchmarks.run --only small,planning,overhead   # the issue-8 tables alone
 
-Options: ``--quick`` (small variants, few repeats), ``--problems NAME...``
-(default: all, see :mod:`benchmarks.problems`), ``--repeats N`` (default 7,
+Options: ``--quick`` (small variants, few repeats), ``--only TABLES``
+(comma-separated, of ``problems`` (the main table), ``small`` (the small
+models), ``planning``, ``overhead``; default all), ``--problems NAME...``
+(instead of the problems the tables pick, see :mod:`benchmarks.problems`;
+without ``--only`` it runs only those problems), ``--repeats N`` (default 7,
 quick 3), ``--no-peers`` (skip JAX / PyTorch), ``--no-memory`` (skip the
 peak-memory subprocesses), ``--out DIR`` (default: this folder), ``--budget S``
 (seconds of timed calls per implementation before its repeats are cut, default
 20, quick 2), ``--gap S`` (idle time before each timed call, default 0.02).
-The exit status is 1 when any implementation disagrees with the toolkit or
-fails, 0 otherwise.  The peers are optional (``pip install 'jax[cpu]'``,
+``--plan-layers N,N`` (planning depths, default 10,40,100, quick 3,6),
+``--plan-timeout S`` (default 60), ``--overhead-calls N`` (default 5000,
+quick 200).  The exit status is 1 when any implementation disagrees with the
+toolkit or fails (a planning depth cut by its timeout is reported, not
+failed), 0 otherwise.  The peers are optional (``pip install 'jax[cpu]'``,
 a CPU build of ``torch``, ``matplotlib`` for the plot); without them their
 rows are skipped with a note.
 
@@ -56,6 +63,28 @@ What is measured, per problem:
   allocated pages, as every new result array does, is much slower (page
   faults); that rate and the time it implies are reported as well.
 
+* **Small models** (``--only small``): the CS224n window net, the softmax
+  classifier, a 5-step tanh RNN and one attention block, run exactly like the
+  problems above (checked, warm-up, interleaved repeats); their own table
+  shows the toolkit against JAX and torch on repeat calls, with toolkit /
+  best peer.
+* **Planning time** (``--only planning``): ``jf.plan(x)`` of a tanh chain
+  with 10, 40 and 100 layers (width 16, B=8), per-sample d out / d x, the
+  default order, each depth in a fresh process (no plan cache) cut after
+  ``--plan-timeout`` seconds; once a depth is cut the deeper ones are skipped.
+* **Fixed per-call overhead** (``--only overhead``): linear + tanh on x
+  (2, 3); every call timed alone, ``--overhead-calls`` interleaved rounds of
+  the toolkit, the numpy closed form and the peers; overhead = median per call
+  minus the numpy closed form's median.
+
+On a loaded shared machine, multi-threaded BLAS and XLA pools spin against
+other processes and millisecond timings scatter by 10-100x; one thread each
+is far steadier (the thread counts, XLA_FLAGS included, are recorded)::
+
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \\
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
+    python -m benchmarks.run --only small,overhead
+
 Machine, versions, thread counts and BLAS go into results.json.  The machine
 this was developed on is shared and has 2 cores: compare ratios within a run,
 not absolute times across runs.
@@ -80,12 +109,14 @@ import numpy as np
 import jacobians as jac
 
 from . import peers
-from .problems import PROBLEMS, Problem, get
+from .problems import PROBLEMS, SMALL_MODELS, TINY, Problem, get, mlp_chain
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RTOL, ATOL = 1e-7, 1e-12
 MIN_SAMPLE_S = 0.005
+SECTIONS = ("problems", "small", "planning", "overhead")
+PLAN_WIDTH, PLAN_BATCH = 16, 8          # the planning chains (quick: 4, 2)
 
 
 # ---------------------------------------------------------------- implementations
@@ -403,6 +434,95 @@ def _bounds(res: dict, machine: dict) -> None:
                      "toolkit_over_bound": (base_tk / bound) if base_tk and bound else None}
 
 
+# ---------------------------------------------------------------- planning time (child process)
+
+def child_plan(layers: int, width: int, batch: int) -> dict:
+    """Plan (trace + plan, no contraction) the per-sample d out / d x of a tanh chain, first call, default order."""
+    chain, x = mlp_chain(layers, width, batch)
+    jf = jac.jacobian(chain, wrt="x", batched="x")
+    t = time.perf_counter()
+    plan = jf.plan(x)
+    dt = time.perf_counter() - t
+    return {"plan_s": dt, "flops": int(plan.flops), "strategy": plan.strategy,
+            "header": str(plan).splitlines()[0]}
+
+
+def measure_planning(args, log) -> dict:
+    """One fresh process per depth (no plan cache, and a hang is cut at ``--plan-timeout`` seconds)."""
+    width, batch = (4, 2) if args.quick else (PLAN_WIDTH, PLAN_BATCH)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    rows, capped = [], None
+    for layers in args.plan_layers:
+        row = {"layers": layers, "plan_s": None}
+        if capped is not None:
+            row.update(status="skipped", note=f"not run: {capped} layers already took over {args.plan_timeout:g} s")
+            rows.append(row)
+            log(f"  {layers} layers: skipped")
+            continue
+        log(f"  {layers} layers: planning (cap {args.plan_timeout:g} s) ...")
+        cmd = [sys.executable, "-m", "benchmarks.run", "--plan-one", str(layers), str(width), str(batch)]
+        try:
+            p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.plan_timeout)
+        except subprocess.TimeoutExpired:
+            capped = layers
+            row.update(status="timeout", note=f"over {args.plan_timeout:g} s (process killed; import time included)")
+            rows.append(row)
+            continue
+        lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+        if p.returncode != 0 or not lines:
+            row.update(status="error", note=f"rc {p.returncode}: {p.stderr.strip()[-300:]}")
+        else:
+            row.update(json.loads(lines[-1]), status="ok")
+        rows.append(row)
+    return {"width": width, "batch": batch, "timeout_s": args.plan_timeout, "order": "default", "rows": rows,
+            "ok": all(r["status"] != "error" for r in rows)}
+
+
+# ---------------------------------------------------------------- fixed per-call overhead
+
+def measure_overhead(args, log) -> dict:
+    """Per-call time of :data:`TINY` (toolkit, numpy closed form, peers), each call timed alone.
+
+    Rounds interleave the implementations in a rotating order; the fixed overhead of an
+    implementation is its median per-call time minus the numpy closed form's median.
+    """
+    problem, inputs = TINY, TINY.build(args.quick)
+    impls = [toolkit_impl(problem, inputs, "optimal"), numpy_impl(problem, inputs)]
+    ref = impls[0].to_numpy(impls[0].call())
+    notes = []
+    if not args.no_peers:
+        rows, notes = peers.plan_rows(problem, inputs, ref)
+        for _, fw, mode, _ in rows:
+            impls.append(peers.make(problem, inputs, fw, mode))
+    else:
+        notes.append("peers: skipped (--no-peers)")
+    checks = {i.id: compare(i.to_numpy(i.call()), ref, problem.wrt) for i in impls}
+    for impl in impls:  # warm-up
+        for _ in range(50):
+            impl.call()
+    log(f"  {args.overhead_calls} rounds of {len(impls)} calls ...")
+    times = {i.id: np.empty(args.overhead_calls) for i in impls}
+    clock = time.perf_counter
+    for r in range(args.overhead_calls):
+        k = r % len(impls)
+        for impl in impls[k:] + impls[:k]:
+            t = clock()
+            impl.call()
+            times[impl.id][r] = clock() - t
+    base = float(np.median(times["numpy"]))
+    rows = []
+    for impl in impls:
+        t = times[impl.id] * 1e6
+        ok, worst, _ = checks[impl.id]
+        rows.append({"id": impl.id, "label": impl.label, "kind": impl.kind, "median_us": float(np.median(t)),
+                     "q1_us": float(np.percentile(t, 25)), "q3_us": float(np.percentile(t, 75)),
+                     "minus_numpy_us": float(np.median(t)) - base * 1e6, "ok": bool(ok), "max_abs_diff": worst})
+    tk = rows[0]
+    return {"problem": problem.title, "calls": args.overhead_calls, "rows": rows, "skipped": notes,
+            "fixed_overhead_us": tk["minus_numpy_us"], "ok": all(r["ok"] for r in rows)}
+
+
 # ---------------------------------------------------------------- reports
 
 def _fmt_ms(v) -> str:
@@ -439,21 +559,26 @@ def write_markdown(data: dict, path: Path) -> None:
          f"Python {m['python']}, numpy {m['numpy']}, opt_einsum {m['opt_einsum']}, "
          f"jax {m.get('jax') or 'not installed'}, torch {m.get('torch') or 'not installed'}. "
          f"Threads: {', '.join(f'{k} {v}' for k, v in threads.items())}.",
-         "",
-         f"Measured here: float64 GEMM {mach['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s "
-         f"({mach['gemm_n']}x{mach['gemm_n']}), write bandwidth {mach['write_bytes_per_s'] / 1e9:.1f} GB/s "
-         f"(resident pages; fresh pages {mach['fresh_write_bytes_per_s'] / 1e9:.2f} GB/s), read "
-         f"{mach['read_bytes_per_s'] / 1e9:.1f} GB/s. Repeats: {data['settings']['repeats']} "
-         f"(interleaved), float64 everywhere.",
-         "",
-         "Ratios are median / median: `x numpy` against the numpy closed form, `x toolkit` against the toolkit "
-         "(order optimal); below 1 is faster. Peak MiB: extra resident memory of one steady-state call, each "
-         "implementation alone in a subprocess. Max abs diff: against the toolkit's Jacobians.",
-         "",
-         "## Summary",
-         "",
-         "| problem | toolkit ms | numpy ms | fastest peer | peer ms | toolkit / numpy | toolkit / peer | lower bound ms | toolkit / bound | checks |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+         ""]
+    if data["sections"] != list(SECTIONS):
+        L += [f"Tables in this run: {', '.join(data['sections'])} (`--only`; the full run has "
+              f"{', '.join(SECTIONS)}).", ""]
+    if mach:
+        L += [f"Measured here: float64 GEMM {mach['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s "
+              f"({mach['gemm_n']}x{mach['gemm_n']}), write bandwidth {mach['write_bytes_per_s'] / 1e9:.1f} GB/s "
+              f"(resident pages; fresh pages {mach['fresh_write_bytes_per_s'] / 1e9:.2f} GB/s), read "
+              f"{mach['read_bytes_per_s'] / 1e9:.1f} GB/s. Repeats: {data['settings']['repeats']} "
+              f"(interleaved), float64 everywhere.",
+              "",
+              "Ratios are median / median: `x numpy` against the numpy closed form, `x toolkit` against the toolkit "
+              "(order optimal); below 1 is faster. Peak MiB: extra resident memory of one steady-state call, each "
+              "implementation alone in a subprocess. Max abs diff: against the toolkit's Jacobians.",
+              ""]
+    if data["problems"]:
+        L += ["## Summary",
+              "",
+              "| problem | toolkit ms | numpy ms | fastest peer | peer ms | toolkit / numpy | toolkit / peer | lower bound ms | toolkit / bound | checks |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for p in data["problems"]:
         tk, npr, peer = _row(p, "toolkit-optimal"), _row(p, "numpy"), _fastest_peer(p)
         tkm = tk.get("median_ms") if tk else None
@@ -464,6 +589,7 @@ def write_markdown(data: dict, path: Path) -> None:
                  f"{_fmt_ratio(tkm / peer['median_ms']) if tkm and peer else '–'} | "
                  f"{_fmt_ms(p['bounds']['bound_ms'])} | {_fmt_ratio(p['bounds']['toolkit_over_bound'])} | "
                  f"{'pass' if p['ok'] else '**FAIL**'} |")
+    L += _small_models_md(data) + _planning_md(data) + _overhead_md(data)
     for p in data["problems"]:
         shapes = ", ".join(f"{w} {tuple(s)}" for w, s in p["shapes"].items())
         b = p["bounds"]
@@ -506,6 +632,81 @@ def write_markdown(data: dict, path: Path) -> None:
     path.write_text("\n".join(L) + "\n")
 
 
+SMALL_ROWS = ("toolkit-optimal", "jax-jacrev", "jax-jacfwd", "torch-jacrev", "torch-jacfwd", "numpy")
+
+
+def _small_models_md(data: dict) -> list[str]:
+    problems = [p for p in data["problems"] if p["name"] in data.get("small_models", ())]
+    if not problems:
+        return []
+    L = ["", "## Small models (repeat calls)", "",
+         "Time per call after the warm-up: median of the interleaved repeats (each repeat loops short calls "
+         "until it lasts 5 ms), the interquartile range and min-max of those repeats. `x best peer`: median / "
+         "the fastest JAX or torch median (the toolkit's row is toolkit / best peer). Every row was checked "
+         "against the toolkit's Jacobians before timing (the numpy closed form too); details per problem below.",
+         "",
+         "| model | implementation | median ms | IQR ms | min–max ms | n | x best peer | check |",
+         "|---|---|---|---|---|---|---|---|"]
+    for p in problems:
+        best = _fastest_peer(p)
+        first = True
+        for rid in SMALL_ROWS:
+            r = _row(p, rid)
+            if r is None:
+                continue
+            med = r.get("median_ms")
+            ratio = med / best["median_ms"] if med and best else None
+            iqr = f"{_fmt_ms(r['q1_ms'])}–{_fmt_ms(r['q3_ms'])}" if "q1_ms" in r else "–"
+            spread = f"{_fmt_ms(r['min_ms'])}–{_fmt_ms(r['max_ms'])}" if "min_ms" in r else "–"
+            name = f"{p['name']}" if first else ""
+            label = f"**{r['label']}**" if rid == "toolkit-optimal" else r["label"]
+            rat = _fmt_ratio(ratio)
+            L.append(f"| {name} | {label} | {_fmt_ms(med)} | {iqr} | {spread} | "
+                     f"{r['n']}{'x' + str(r['number']) if r.get('number', 1) > 1 else ''} | "
+                     f"{f'**{rat}**' if rid == 'toolkit-optimal' else rat} | {'pass' if r['ok'] else '**FAIL**'} |")
+            first = False
+    notes = [f"- {p['name']}: {s}" for p in problems for s in p["skipped"]]
+    return L + ([""] + notes if notes else [])
+
+
+def _planning_md(data: dict) -> list[str]:
+    pl = data.get("planning")
+    if not pl:
+        return []
+    L = ["", "## Planning time", "",
+         f"`jf.plan(x)` of a tanh MLP chain (`tanh(linear(h, W_k, b_k))` per layer, width {pl['width']}, "
+         f"B={pl['batch']}), per-sample d out / d x, default order, first call (a fresh process: no plan "
+         f"cache); trace + plan, nothing contracted. Capped at {pl['timeout_s']:g} s per depth; once a depth "
+         f"hits the cap the deeper ones are not run.",
+         "",
+         "| layers | plan s | plan FLOPs | strategy | status |",
+         "|---|---|---|---|---|"]
+    for r in pl["rows"]:
+        t = f"{r['plan_s']:.3g}" if r.get("plan_s") is not None else "–"
+        fl = f"{r['flops']:.3g}" if r.get("flops") is not None else "–"
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('note', '')}"
+        L.append(f"| {r['layers']} | {t} | {fl} | {r.get('strategy', '–')} | {status} |")
+    return L
+
+
+def _overhead_md(data: dict) -> list[str]:
+    ov = data.get("overhead")
+    if not ov:
+        return []
+    L = ["", "## Fixed per-call overhead", "",
+         f"{ov['problem']}. Each call timed alone, {ov['calls']} interleaved rounds after 50 warm-up calls; "
+         f"median and IQR per call. `minus numpy`: median minus the numpy closed form's median — the fixed "
+         f"cost of a call. **Toolkit fixed overhead: {ov['fixed_overhead_us']:.0f} µs per call.**",
+         "",
+         "| implementation | median µs | IQR µs | minus numpy µs | check |",
+         "|---|---|---|---|---|"]
+    for r in ov["rows"]:
+        L.append(f"| {r['label']} | {r['median_us']:.1f} | {r['q1_us']:.1f}–{r['q3_us']:.1f} | "
+                 f"{r['minus_numpy_us']:.1f} | {'pass' if r['ok'] else '**FAIL**'} |")
+    notes = [f"- {s}" for s in ov["skipped"]]
+    return L + ([""] + notes if notes else [])
+
+
 def write_plot(data: dict, path: Path) -> str | None:
     try:
         import matplotlib
@@ -514,6 +715,8 @@ def write_plot(data: dict, path: Path) -> str | None:
     except ImportError:
         return "matplotlib not installed: no plot"
     problems = data["problems"]
+    if not problems:
+        return "no problems in this run: no plot"
     canon = ["toolkit-optimal", "toolkit-forward", "toolkit-reverse", "numpy",
              "jax-jacrev", "jax-jacfwd", "torch-jacrev", "torch-jacfwd"]
     ids = list(dict.fromkeys(r["id"] for p in problems for r in p["rows"] if r.get("ratio_numpy")))
@@ -562,9 +765,41 @@ def parse(argv):
     ap.add_argument("--out", type=Path, default=HERE, help="folder for results.md/json/png (default: benchmarks/)")
     ap.add_argument("--budget", type=float, help="seconds of timed calls per implementation (default 20, quick 2)")
     ap.add_argument("--gap", type=float, default=0.02, help="idle seconds before each timed call")
+    ap.add_argument("--only", metavar="TABLES",
+                    help=f"comma-separated tables to run, of {','.join(SECTIONS)} (default: all; with --problems: "
+                         f"only those problems)")
+    ap.add_argument("--plan-layers", metavar="N,N,...",
+                    help="depths of the planning-time chains (default 10,40,100; quick 3,6)")
+    ap.add_argument("--plan-timeout", type=float, default=60.0,
+                    help="seconds one planning depth may take before it is cut (default 60)")
+    ap.add_argument("--overhead-calls", type=int,
+                    help="timed rounds of the fixed-overhead problem (default 5000, quick 200)")
     ap.add_argument("--one", nargs=2, metavar=("PROBLEM", "IMPL"), help=argparse.SUPPRESS)
     ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--plan-one", nargs=3, type=int, metavar=("LAYERS", "WIDTH", "BATCH"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.only is None:
+        args.sections = ["problems"] if args.problems else list(SECTIONS)
+    else:
+        asked = [t.strip() for t in args.only.split(",") if t.strip()]
+        bad = [t for t in asked if t not in SECTIONS]
+        if bad or not asked:
+            ap.error(f"--only: unknown table {', '.join(map(repr, bad)) or '(none given)'}; "
+                     f"valid: {', '.join(SECTIONS)}")
+        args.sections = [t for t in SECTIONS if t in asked]
+    try:
+        layers = args.plan_layers or ("3,6" if args.quick else "10,40,100")
+        args.plan_layers = [int(v) for v in layers.split(",")]
+    except ValueError:
+        ap.error(f"--plan-layers: expected comma-separated integers, got {args.plan_layers!r}")
+    if any(v < 1 for v in args.plan_layers):
+        ap.error("--plan-layers: every depth must be at least 1")
+    if args.plan_timeout <= 0:
+        ap.error("--plan-timeout must be positive")
+    if args.overhead_calls is None:
+        args.overhead_calls = 200 if args.quick else 5000
+    if args.overhead_calls < 1:
+        ap.error("--overhead-calls must be at least 1")
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
     if args.repeats < 1:
@@ -580,30 +815,49 @@ def main(argv=None) -> int:
     if args.one:
         print(json.dumps(child_memory(args.one[0], args.one[1], args.quick, args.single)))
         return 0
+    if args.plan_one:
+        print(json.dumps(child_plan(*args.plan_one)))
+        return 0
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    names = args.problems or list(PROBLEMS)
+    if args.problems:
+        names = list(args.problems)
+    else:
+        names = [n for n, p in PROBLEMS.items() if ("problems" in args.sections and p.group == "main")
+                 or ("small" in args.sections and n in SMALL_MODELS)]
     t0 = time.perf_counter()
-    log("measuring the machine (GEMM rate, bandwidth) ...")
-    measured = measure_machine(args.quick)
-    problems = []
-    for name in names:
-        log(f"{name}:")
-        problems.append(run_problem(get(name), args, measured, log))
-    log("measuring the machine again (the bounds use the better of the two measurements) ...")
-    again = measure_machine(args.quick)
-    best = {k: max(v, again[k]) if k.endswith("_per_s") else v for k, v in measured.items()}
-    for p in problems:  # recompute the bounds with the best rates seen
-        _bounds(p, best)
-    measured = {**best, "start": measured, "end": again}
+    problems, measured = [], None
+    if names:
+        log("measuring the machine (GEMM rate, bandwidth) ...")
+        measured = measure_machine(args.quick)
+        for name in names:
+            log(f"{name}:")
+            problems.append(run_problem(get(name), args, measured, log))
+        log("measuring the machine again (the bounds use the better of the two measurements) ...")
+        again = measure_machine(args.quick)
+        best = {k: max(v, again[k]) if k.endswith("_per_s") else v for k, v in measured.items()}
+        for p in problems:  # recompute the bounds with the best rates seen
+            _bounds(p, best)
+        measured = {**best, "start": measured, "end": again}
+    planning = overhead = None
+    if "planning" in args.sections:
+        log("planning time:")
+        planning = measure_planning(args, log)
+    if "overhead" in args.sections:
+        log("fixed per-call overhead:")
+        overhead = measure_overhead(args, log)
     data = {"command": " ".join(["python -m benchmarks.run"] + argv),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine_info(), "threads": peers.thread_info(), "measured": measured,
             "settings": {"quick": args.quick, "repeats": args.repeats, "budget_s": args.budget, "gap_s": args.gap,
                          "peers": not args.no_peers, "memory": not args.no_memory, "rtol": RTOL, "atol": ATOL},
-            "problems": problems, "all_correct": all(p["ok"] for p in problems),
+            "sections": args.sections,
+            "problems": problems,
+            "small_models": [n for n in SMALL_MODELS if "small" in args.sections and n in names],
+            "planning": planning, "overhead": overhead,
+            "all_correct": all(p["ok"] for p in problems) and all(t["ok"] for t in (planning, overhead) if t),
             "wall_s": None}
     data["wall_s"] = round(time.perf_counter() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The benchmark harness runs end to end on small sizes (issues "Benchmarks vs numpy" and "vs JAX / PyTorch").
 
 ``python -m benchmarks.run --quick --no-memory`` must exit 0, write
-results.md and results.json with a row for every problem, and pass every
+results.md and results.json with a row for every problem, the small-models,
+planning-time and fixed-overhead tables (issue 8), and pass every
 correctness check (each implementation against the toolkit's Jacobians).
 JAX / PyTorch rows appear when they are installed and are skipped with a note
 otherwise; a few seconds without them.
@@ -22,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import peers, run  # noqa: E402
-from benchmarks.problems import PROBLEMS  # noqa: E402
+from benchmarks.problems import PROBLEMS, SMALL_MODELS, TINY  # noqa: E402
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -58,6 +59,92 @@ def test_quick_run_writes_every_problem_and_all_checks_pass(tmp_path):
     bottleneck = next(q for q in data["problems"] if q["name"] == "bottleneck")
     assert {"toolkit-optimal", "toolkit-forward", "toolkit-reverse"} <= {r["id"] for r in bottleneck["rows"]}
     assert data["machine"]["cores"] and data["measured"]["gemm_flops_per_s"] > 0
+    # the default run also writes the small-models, planning-time and fixed-overhead tables
+    assert data["sections"] == list(run.SECTIONS)
+    assert data["small_models"] == list(SMALL_MODELS)
+    for title in ("## Small models (repeat calls)", "## Planning time", "## Fixed per-call overhead"):
+        assert title in md
+    _check_planning(data["planning"], [3, 6])
+    _check_overhead(data["overhead"])
+
+
+def _check_planning(planning: dict, layers: list[int]) -> None:
+    assert [r["layers"] for r in planning["rows"]] == layers
+    for r in planning["rows"]:
+        assert r["status"] == "ok", r
+        assert r["plan_s"] > 0 and r["flops"] > 0 and r["strategy"]
+    assert planning["ok"] is True
+
+
+def _check_overhead(overhead: dict) -> None:
+    ids = [r["id"] for r in overhead["rows"]]
+    assert ids[:2] == ["toolkit-optimal", "numpy"]
+    assert overhead["calls"] >= 1 and overhead["ok"] is True
+    for r in overhead["rows"]:
+        assert r["ok"] and r["max_abs_diff"] <= 1e-12, r
+        assert 0 < r["q1_us"] <= r["median_us"] <= r["q3_us"]
+        assert r["minus_numpy_us"] == pytest.approx(r["median_us"] - overhead["rows"][1]["median_us"])
+    assert overhead["fixed_overhead_us"] == overhead["rows"][0]["minus_numpy_us"]
+
+
+def test_only_selects_the_new_tables_and_runs_without_peers(tmp_path, monkeypatch):
+    """``--only small,planning,overhead`` regenerates those tables alone; no JAX / torch: notes, not errors."""
+    monkeypatch.setattr(peers, "available", lambda framework: None)
+    rc = run.main(["--quick", "--no-memory", "--only", "small,planning,overhead", "--repeats", "1",
+                   "--overhead-calls", "50", "--out", str(tmp_path)])
+    assert rc == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    md = (tmp_path / "results.md").read_text()
+    assert data["sections"] == ["small", "planning", "overhead"]
+    assert [q["name"] for q in data["problems"]] == [n for n in PROBLEMS if n in SMALL_MODELS]
+    assert set(SMALL_MODELS) - {"softmax_classifier"} <= {n for n, p in PROBLEMS.items() if p.group == "small"}
+    for q in data["problems"]:
+        assert {r["id"] for r in q["rows"]} == {"toolkit-optimal", "numpy"}, q["name"]
+        assert all(r["ok"] for r in q["rows"]), q["name"]
+        assert any(s.startswith("jax: not installed") for s in q["skipped"])
+        assert f"| {q['name']} | **toolkit (optimal)** |" in md
+    assert "- cs224n_window: jax: not installed" in md
+    _check_planning(data["planning"], [3, 6])
+    _check_overhead(data["overhead"])
+    assert [r["id"] for r in data["overhead"]["rows"]] == ["toolkit-optimal", "numpy"]
+    assert any(s.startswith("torch: not installed") for s in data["overhead"]["skipped"])
+    assert "Toolkit fixed overhead:" in md and "| 6 |" in md
+    assert "## mlp_input" not in md
+
+
+def test_planning_is_capped_and_deeper_chains_are_skipped(tmp_path):
+    rc = run.main(["--only", "planning", "--plan-layers", "2,3", "--plan-timeout", "0.001", "--out", str(tmp_path)])
+    assert rc == 0  # a timeout is a measurement, not a failure
+    rows = json.loads((tmp_path / "results.json").read_text())["planning"]["rows"]
+    assert [(r["layers"], r["status"], r["plan_s"]) for r in rows] == [(2, "timeout", None), (3, "skipped", None)]
+    md = (tmp_path / "results.md").read_text()
+    assert "| 2 | – | – | – | timeout: over 0.001 s" in md
+    assert "| 3 | – | – | – | skipped: not run: 2 layers already took over 0.001 s |" in md
+
+
+def test_the_planning_child_plans_a_chain():
+    out = run.child_plan(4, 3, 2)
+    assert out["plan_s"] > 0 and out["flops"] > 0 and out["header"].startswith("plan:")
+
+
+def test_only_rejects_unknown_tables(capsys):
+    with pytest.raises(SystemExit) as e:
+        run.parse(["--only", "small,plannig"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "'plannig'" in err and "problems, small, planning, overhead" in err
+    with pytest.raises(SystemExit):
+        run.parse(["--plan-layers", "10,x"])
+
+
+def test_a_wrong_overhead_reference_fails_the_run(tmp_path, monkeypatch):
+    good = TINY.closed_form
+    monkeypatch.setattr(TINY, "closed_form", lambda inputs: {"x": good(inputs)["x"] * 1.001})
+    rc = run.main(["--quick", "--no-peers", "--only", "overhead", "--overhead-calls", "5", "--out", str(tmp_path)])
+    assert rc == 1
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["overhead"]["ok"] is False and data["all_correct"] is False
+    assert "**FAIL**" in (tmp_path / "results.md").read_text()
 
 
 def test_memory_is_measured_in_a_subprocess(tmp_path):
