@@ -39,6 +39,7 @@ import shutil
 import sys
 import textwrap
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -521,6 +522,17 @@ def _arguments(parser, func: _Function, args) -> None:
     func.wrt, func.batched = list(dict.fromkeys(wrt)), args.batched
 
 
+@contextmanager
+def _one_line_errors(func: _Function):
+    """After the dry run, whatever the user's function still raises is one line (exit 1), not a traceback."""
+    try:
+        yield
+    except (_Fail, ValueError, MemoryError, ImportError, KeyboardInterrupt, BrokenPipeError, SystemExit):
+        raise  # main() reports these
+    except Exception as e:
+        raise _Fail(f"{func.label}: {type(e).__name__}: {e}") from e
+
+
 def _dry_run(parser, func: _Function) -> None:
     """Trace and plan once, so that inputs the function does not run on are a usage error (exit 2)."""
     from .composer import jacobian
@@ -533,7 +545,7 @@ def _dry_run(parser, func: _Function) -> None:
                      f"{type(e).__name__}: {e}")
 
 
-def _function(parser, args, command: str) -> _Function:
+def _function(parser, args) -> _Function:
     builtin = _given(args, BUILTIN_OPTIONS)
     if builtin:
         parser.error(f"{builtin[0]} is for the built-in problems, not for a function; describe {args.function}'s "
@@ -561,9 +573,10 @@ def _compare(args, parser) -> int:
         if options:
             parser.error(f"{options[0]} needs a function: jacobians compare FILE.py:NAME {options[0]} ...")
         return _compare_builtin(args, parser, repeats, min_time, orders, fmt)
-    func = _function(parser, args, "compare")
+    func = _function(parser, args)
     _dry_run(parser, func)
-    return _compare_function(args, func, repeats, min_time, orders, fmt)
+    with _one_line_errors(func):
+        return _compare_function(args, func, repeats, min_time, orders, fmt)
 
 
 def _compare_function(args, func: _Function, repeats: int, min_time: float, orders: list[str], fmt) -> int:
@@ -676,17 +689,23 @@ def _clark(batch: int, seed: int):
     return clark, args
 
 
+def _explain_function(args, func: _Function) -> int:
+    from .explain import explain
+    print(f"explain {func.label}" + (f", batched over {func.batched}" if func.batched else ""))
+    print("\n".join(textwrap.wrap(func.describe_inputs(), 100, subsequent_indent="    ", break_long_words=False)))
+    for w in func.wrt:
+        print()
+        print(explain(func.f, *func.args, wrt=w, batched=func.batched, order=args.order, **func.kwargs))
+    return 0
+
+
 def _explain(args, parser) -> int:
     from .explain import explain
     if args.function is not None:
-        func = _function(parser, args, "explain")
+        func = _function(parser, args)
         _dry_run(parser, func)
-        print(f"explain {func.label}" + (f", batched over {func.batched}" if func.batched else ""))
-        print("\n".join(textwrap.wrap(func.describe_inputs(), 100, subsequent_indent="    ", break_long_words=False)))
-        for w in func.wrt:
-            print()
-            print(explain(func.f, *func.args, wrt=w, batched=func.batched, order=args.order, **func.kwargs))
-        return 0
+        with _one_line_errors(func):
+            return _explain_function(args, func)
     options = [o for o in ("--batched", "--shape", "--inputs") if getattr(args, o[2:]) is not None]
     if options:
         parser.error(f"{options[0]} needs a function: jacobians explain FILE.py:NAME {options[0]} ...")
@@ -819,7 +838,8 @@ def _demo_checks() -> list[tuple[str, Callable[[], str]]]:
 
         def chain(x, W1, W2, W3):
             return W3 @ (W2 @ (W1 @ x))
-        report = jac.compare(chain, rng.normal(size=n), *Ws, wrt="x", orders=("jvp", "vjp", "optimal"), repeats=1)
+        report = jac.compare(chain, rng.normal(size=n), *Ws, wrt="x", orders=("jvp", "vjp", "optimal"),
+                             repeats=1, min_time=0)
         s = m1 * n + m2 * m1 + m3 * m2
         want = {"jvp": 2 * n * s, "vjp": 2 * m3 * s}
         for order, flops in want.items():

@@ -490,3 +490,11 @@ def test_an_output_file_that_cannot_be_written_is_refused_first(tmp_path, capsys
     assert cli.main(["compare", *SMALL, "--json", str(tmp_path / "new.json"), "-q"]) == 2
     assert "no permission to create files in" in capsys.readouterr().err
     assert existing.read_text() == "{}"
+
+
+def test_an_error_the_function_raises_after_the_dry_run_is_one_line_exit_1(tmp_path, capsys):
+    path = write(tmp_path, "flaky.py", "import numpy as np\ncalls = [0]\n\ndef f(x):\n    calls[0] += 1\n"
+                                       "    if calls[0] > 1:\n        raise RuntimeError('flaky')\n    return np.tanh(x)\n")
+    assert cli.main(["compare", path + ":f", "--shape", "x=3", *FAST, "-q"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"jacobians: error: {path}:f: RuntimeError: flaky\n"
