@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import __version__
-from .comparison import DEFAULT_MIN_TIME, DEFAULT_ORDERS, DEFAULT_REPEATS, blas_threads, describe_blas
+from .comparison import DEFAULT_MIN_TIME, DEFAULT_ORDERS, DEFAULT_REPEATS, blas_threads
 from .limits import JacobianTooLarge
 from .plots import ACTIVATIONS, DEFAULT_WIDTHS, PROBLEMS, problem
 
