@@ -26,7 +26,10 @@ predictions next to the counts; with ``m_0 = n`` inputs and ``m_L = m`` outputs:
 
 from __future__ import annotations
 
+import gc
 import math
+import numbers
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,9 +42,32 @@ from .limits import format_bytes
 from .modes import MODES, sweep_jacobian
 from .network import bracket_plan
 
-__all__ = ["compare", "Report", "Row", "chain_dims", "cs182_prediction"]
+__all__ = ["compare", "Report", "Row", "Timing", "chain_dims", "cs182_prediction", "blas_threads"]
 
 DEFAULT_ORDERS = ("forward", "reverse", "optimal", "bracket", "jvp", "vjp")
+DEFAULT_REPEATS = 5       # at least this many timed calls per order ...
+DEFAULT_MIN_TIME = 0.2    # ... and at least this many seconds of them (timeit's autorange aims at 0.2 s too)
+CS182_PATTERN = "an unbatched chain of dense links (each link one dense matrix)"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall times of the timed calls (after one untimed warm-up call), in seconds."""
+
+    median: float
+    q1: float                      # the interquartile range: the middle half of the calls
+    q3: float
+    min: float
+    max: float
+    count: int
+
+    @classmethod
+    def of(cls, times: Sequence[float]) -> "Timing":
+        if len(times) > 1:
+            q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+        else:
+            q1 = q3 = times[0]
+        return cls(statistics.median(times), q1, q3, min(times), max(times), len(times))
 
 
 @dataclass
@@ -51,8 +77,12 @@ class Row:
     predicted: int | None          # CS182's formula (dense chains only)
     largest_elements: int
     largest_bytes: int
-    seconds: float                 # median wall time of ``repeats`` calls (forward pass included)
-    repeats: int
+    seconds: float                 # median wall time of the timed calls (forward pass included)
+    seconds_q1: float              # the middle half of the calls took seconds_q1 .. seconds_q3
+    seconds_q3: float
+    seconds_min: float
+    seconds_max: float
+    repeats: int                   # timed calls made (at least ``repeats`` and ``min_time`` seconds)
     max_abs_diff: float            # against the optimal order's Jacobian
     max_rel_diff: float
     how: str                       # the path, bracketing or sweep
@@ -66,30 +96,111 @@ class Report:
     jacobian_shape: tuple
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)     # {"warmup": 1, "repeats": N, "min_time": s}
+    blas: dict = field(default_factory=dict)       # blas_threads()
+    wrt: str = ""
+    input_shape: tuple = ()                        # of the argument ``wrt``
+    output_shape: tuple = ()
+    per_sample: bool = False                       # jacobian_shape is output_shape + input_shape[1:]
 
     def row(self, order: str) -> Row:
         return next(r for r in self.rows if r.order == order)
 
     def to_dict(self) -> dict:
         return {"title": self.title, "jacobian_shape": list(self.jacobian_shape),
-                "rows": [asdict(r) for r in self.rows], "notes": self.notes}
+                "wrt": self.wrt, "input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
+                "per_sample": self.per_sample, "rows": [asdict(r) for r in self.rows], "notes": self.notes,
+                "timing": self.timing, "blas": self.blas}
 
     def __str__(self) -> str:
+        """The table; for ``chain3`` of the tests, widths 5, 4, 3, 2 (one run, times vary)::
+
+            d chain3 / d x: output (2,), x (5,)
+            Jacobian shape (2, 5); FLOPs: a multiply-add counts 2
+            order    FLOPs  x best  CS182  largest  time ms       IQR ms  runs  max |diff|  how
+            -------  -----  ------  -----  -------  -------  -----------  ----  ----------  -----------...
+            forward    180     1.4  = 180    120 B    0.115  0.111-0.136   721     4.4e-16  ab,bc,cd->ad ...
+            reverse    128     1.0  = 128     80 B    0.110  0.107-0.117   783     0.0e+00  ab,bc,cd->ad ...
+            ...
+            note: dense chain of widths [5, 4, 3, 2]: CS182 predictions shown (optimal and bracket have none)
+            note: times: median and interquartile range (IQR) of >= 5 calls and >= 0.2 s per order, after 1
+            warm-up call; BLAS scipy-openblas, threads unknown (none of OPENBLAS_NUM_THREADS, ... is set)
+        """
         best = min(r.flops for r in self.rows) or 1
-        head = ["order", "FLOPs", "x best", "CS182", "largest", "time ms", "max |diff|", "how"]
+        head = ["order", "FLOPs", "x best", "CS182", "largest", "time ms", "IQR ms", "runs", "max |diff|", "how"]
         body = []
         for r in self.rows:
             body.append([r.order, f"{r.flops:.4g}", f"{r.flops / best:.1f}",
                          "" if r.predicted is None else ("= " if r.predicted == r.flops else "!= ") + f"{r.predicted:.4g}",
-                         format_bytes(r.largest_bytes), f"{r.seconds * 1e3:.2f} ({r.repeats})",
-                         f"{r.max_abs_diff:.1e}", r.how])
+                         format_bytes(r.largest_bytes), _ms(r.seconds), f"{_ms(r.seconds_q1)}-{_ms(r.seconds_q3)}",
+                         str(r.repeats), f"{r.max_abs_diff:.1e}", r.how])
+        last = len(head) - 1
         widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-        fmt = lambda cells: "  ".join(c.ljust(w) if i in (0, 7) else c.rjust(w)
+        fmt = lambda cells: "  ".join(c.ljust(w) if i in (0, last) else c.rjust(w)
                                       for i, (c, w) in enumerate(zip(cells, widths)))
         lines = [self.title, f"Jacobian shape {self.jacobian_shape}; FLOPs: a multiply-add counts 2",
                  fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
         lines = [l.rstrip() for l in lines]  # the last column is left-justified: no trailing blanks
-        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+        notes = list(self.notes)
+        if self.timing:
+            t = self.timing
+            notes.append(f"times: median and interquartile range (IQR) of >= {t['repeats']} calls and "
+                         f">= {t['min_time']:g} s per order, after {t['warmup']} warm-up call; "
+                         + describe_blas(self.blas or blas_threads()))
+        return "\n".join(lines + [f"note: {n}" for n in notes])
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+# BLAS libraries and the environment variables each reads for its thread count, first one wins
+_BLAS_ENV = {"openblas": ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"),
+             "mkl": ("MKL_NUM_THREADS", "OMP_NUM_THREADS"),
+             "blis": ("BLIS_NUM_THREADS", "OMP_NUM_THREADS"),
+             "accelerate": ("VECLIB_MAXIMUM_THREADS",)}
+
+
+def blas_threads() -> dict:
+    """The BLAS behind numpy and its thread count: ``{"library", "threads", "source"}``.
+
+    Read with ``threadpoolctl`` when it is installed; otherwise the library's
+    name comes from numpy's build config and the count from the environment
+    variable that library reads (``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``,
+    ... then ``OMP_NUM_THREADS``); ``threads`` is ``"unknown"`` when neither says.
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        pass
+    else:
+        try:
+            pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        except Exception:  # a broken threadpoolctl must not break a timing report
+            pools = []
+        if pools:
+            return {"library": ", ".join(dict.fromkeys(str(p.get("internal_api", "?")) for p in pools)),
+                    "threads": max(int(p["num_threads"]) for p in pools), "source": "threadpoolctl"}
+    library = "unknown"
+    try:
+        library = str(np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"])
+    except Exception:  # numpy < 1.26 has no mode="dicts"; a build without the section
+        pass
+    names = next((v for k, v in _BLAS_ENV.items() if k in library.lower()),
+                 tuple(dict.fromkeys(n for v in _BLAS_ENV.values() for n in v)))
+    for name in names:
+        value = os.environ.get(name, "").split(",")[0].strip()  # OMP_NUM_THREADS may list nested levels
+        if value.isdigit() and int(value) > 0:
+            return {"library": library, "threads": int(value), "source": name}
+    return {"library": library, "threads": "unknown", "source": f"none of {', '.join(names)} is set"}
+
+
+def describe_blas(blas: dict) -> str:
+    threads = blas.get("threads", "unknown")
+    if threads == "unknown":
+        return f"BLAS {blas.get('library', 'unknown')}, threads unknown ({blas.get('source', '')})"
+    return f"BLAS {blas['library']}, {threads} thread{'s' if threads != 1 else ''} ({blas['source']})"
 
 
 def chain_dims(network) -> list[int] | None:
@@ -118,51 +229,108 @@ def cs182_prediction(dims: Sequence[int], order: str) -> int | None:
             "forward": 2 * n * sum(terms[1:]), "reverse": 2 * m * sum(terms[:-1])}.get(order)
 
 
-def _timed(call: Callable, repeats: int) -> tuple[float, object]:
-    result = call()  # warm-up: tracing, planning, caches (not timed)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = call()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
+def _timed(call: Callable, repeats: int, min_time: float) -> tuple[Timing, object]:
+    """One untimed warm-up call (tracing, planning, caches), then calls until both limits are met."""
+    result = call()
+    times: list[float] = []
+    total = 0.0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection in one call and not in another is noise (timeit does the same)
+    try:
+        while len(times) < repeats or total < min_time:
+            result = None  # one result alive at a time, not two
+            t = time.perf_counter()
+            result = call()
+            dt = time.perf_counter() - t
+            times.append(dt)
+            total += dt
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing.of(times), result
+
+
+def _check_options(orders, repeats, min_time, progress) -> tuple[str, ...]:
+    valid = ", ".join(map(repr, DEFAULT_ORDERS))
+    if isinstance(orders, str):
+        orders = (orders,)  # one name, not its letters
+    elif orders is None or not hasattr(orders, "__iter__"):
+        raise TypeError(f"compare: orders must be an order name or a sequence of them ({valid}); "
+                        f"got {orders!r} ({type(orders).__name__})")
+    orders = tuple(orders)
+    if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral):
+        raise TypeError(f"compare: repeats must be a positive integer; got {repeats!r} ({type(repeats).__name__})")
+    if repeats < 1:
+        raise ValueError(f"compare: repeats must be a positive integer (timed calls per order); got {repeats}")
+    if isinstance(min_time, bool) or not isinstance(min_time, numbers.Real):
+        raise TypeError(f"compare: min_time must be a number of seconds; got {min_time!r} ({type(min_time).__name__})")
+    if not (math.isfinite(min_time) and min_time >= 0):
+        raise ValueError(f"compare: min_time must be a finite number of seconds >= 0; got {min_time!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"compare: progress must be a function of one string, or None; got {type(progress).__name__}")
+    return orders
+
+
+def _cs182_note(batched, nets) -> str:
+    """Why the CS182 column is empty: which pattern its formulas need and what this network has instead."""
+    if batched is not None:
+        why = f"this Jacobian is batched over {batched!r} (the formulas count one sample)"
+    elif not nets:
+        why = "this Jacobian needs no contraction"
+    elif len(nets) > 1:
+        why = f"this Jacobian is accumulated from {len(nets)} networks (a graph with fan-out or a skip), not one chain"
+    else:
+        why = "some link here is not one dense matrix (an elementwise op is a diagonal, a bias or a skip a delta)"
+    return f"CS182 column empty: its formulas need {CS182_PATTERN}; {why}"
 
 
 def compare(f: Callable, *args, wrt, batched=None, orders: Sequence[str] = DEFAULT_ORDERS,
-            repeats: int = 5, progress: Callable[[str], None] | None = None, **kwargs) -> Report:
+            repeats: int = DEFAULT_REPEATS, min_time: float = DEFAULT_MIN_TIME,
+            progress: Callable[[str], None] | None = None, **kwargs) -> Report:
     """Every order's cost, time and agreement for d f / d ``wrt`` on these arguments.
 
     ``orders`` picks among ``'forward', 'reverse', 'optimal', 'bracket', 'jvp', 'vjp'``.
     The optimal order's Jacobian is the reference every other row is checked against.
+    Each order is called once untimed (tracing, planning, caches), then timed
+    until both ``repeats`` calls and ``min_time`` seconds are reached; a row
+    holds the median, the interquartile range, min and max, and the report the
+    BLAS thread count (:func:`blas_threads`).  ``progress`` is called with the
+    name of each order before it runs.
     """
-    orders = (orders,) if isinstance(orders, str) else tuple(orders)  # one name, not its letters
+    orders = _check_options(orders, repeats, min_time, progress)
     unknown = [o for o in orders if o not in DEFAULT_ORDERS]
     if not orders:
         raise ValueError(f"compare: orders is empty; valid options are {', '.join(map(repr, DEFAULT_ORDERS))}")
     if unknown:
         raise ValueError(f"compare: unknown order {unknown[0]!r}; valid options are "
                          f"{', '.join(map(repr, DEFAULT_ORDERS))}")
-    if not isinstance(wrt, (str, int)):
-        raise ValueError("compare: wrt names one argument")
+    if not isinstance(wrt, (str, int)) or isinstance(wrt, bool):
+        raise ValueError(f"compare: wrt names one argument (a name or a position); got {wrt!r}")
     say = progress or (lambda msg: None)
     ref_fn = jacobian(f, wrt=wrt, batched=batched, order="optimal")
     graph, ref_plan = ref_fn.plan_and_graph(args, kwargs)
     name = ref_fn.wrt[0]
     say("optimal (reference)")
-    ref_time, ref = _timed(lambda: ref_fn(*args, **kwargs), repeats)
+    ref_timing, ref = _timed(lambda: ref_fn(*args, **kwargs), repeats, min_time)
     in_shape = np.shape(graph.nodes[graph.inputs[name]].value)
     out_shape = np.shape(graph.nodes[graph.output].value) if graph.output is not None else ()
     per_sample = batched is not None and ref_fn.batched == name and ref.shape == tuple(out_shape) + tuple(in_shape[1:])
     nets = ref_plan.networks
     dims = chain_dims(nets[0].network) if len(nets) == 1 and batched is None else None
     report = Report(f"d {getattr(f, '__name__', 'f')} / d {name}: output {tuple(out_shape)}, "
-                    f"{name} {tuple(in_shape)}" + (", per-sample" if per_sample else ""), tuple(ref.shape))
-    if dims:
-        report.notes.append(f"dense chain of widths {dims}: CS182 predictions shown")
+                    f"{name} {tuple(in_shape)}" + (", per-sample" if per_sample else ""), tuple(ref.shape),
+                    timing={"warmup": 1, "repeats": repeats, "min_time": min_time}, blas=blas_threads(),
+                    wrt=name, input_shape=tuple(in_shape), output_shape=tuple(out_shape), per_sample=per_sample)
+    if not any(o in ("forward", "reverse", "jvp", "vjp") for o in orders):
+        pass  # no row could have a formula
+    elif dims:
+        report.notes.append(f"dense chain of widths {dims}: CS182 predictions shown (optimal and bracket have none)")
+    else:
+        report.notes.append(_cs182_note(batched, nets))
     itemsize = ref.dtype.itemsize
     for order in orders:
         if order == "optimal":
-            plan, seconds, J = ref_plan, ref_time, ref
+            plan, timing, J = ref_plan, ref_timing, ref
         elif order in MODES:
             say(order)
             plan = None
@@ -170,24 +338,24 @@ def compare(f: Callable, *args, wrt, batched=None, orders: Sequence[str] = DEFAU
             def run(order=order):  # validate and replay on the arguments, as the other rows do
                 replayed, _ = ref_fn.plan_and_graph(args, kwargs)
                 return sweep_jacobian(replayed, name, order, per_sample=per_sample)
-            seconds, sweep = _timed(run, repeats)
+            timing, sweep = _timed(run, repeats, min_time)
             J = sweep.jacobian
         else:
             say(order)
             jf = jacobian(f, wrt=wrt, batched=batched, order=order)
             plan = jf.plan(*args, **kwargs)
-            seconds, J = _timed(lambda: jf(*args, **kwargs), repeats)
+            timing, J = _timed(lambda: jf(*args, **kwargs), repeats, min_time)
         diff = float(np.abs(J - ref).max(initial=0.0))
         scale = float(np.abs(ref).max(initial=0.0)) or 1.0
         if plan is not None:
             how = _describe(plan, order)
-            row = Row(order, plan.flops, None if dims is None else cs182_prediction(dims, order),
-                      plan.largest_intermediate, plan.largest_intermediate * itemsize,
-                      seconds, repeats, diff, diff / scale, how)
+            flops, largest = plan.flops, plan.largest_intermediate
         else:
-            row = Row(order, sweep.flops, None if dims is None else cs182_prediction(dims, order),
-                      sweep.largest_intermediate, sweep.largest_intermediate * itemsize, seconds, repeats,
-                      diff, diff / scale, f"{sweep.vectors} basis vectors in chunks of {sweep.chunk}")
+            flops, largest = sweep.flops, sweep.largest_intermediate
+            how = f"{sweep.vectors} basis vectors in chunks of {sweep.chunk}"
+        t = timing
+        row = Row(order, flops, None if dims is None else cs182_prediction(dims, order), largest, largest * itemsize,
+                  t.median, t.q1, t.q3, t.min, t.max, t.count, diff, diff / scale, how)
         report.rows.append(row)
     if "bracket" in orders and "optimal" in orders and len(nets) == 1:
         b, o = report.row("bracket"), report.row("optimal")

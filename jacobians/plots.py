@@ -23,7 +23,7 @@ import numpy as np
 from . import comparison
 from .graph import fn
 
-__all__ = ["heatmap", "cost_curves", "sweep_width", "sweep_bottleneck", "problem", "Problem",
+__all__ = ["heatmap", "function_figure", "cost_curves", "sweep_width", "sweep_bottleneck", "problem", "Problem",
            "PROBLEMS", "ACTIVATIONS"]
 
 PROBLEMS = ("mlp", "bottleneck", "residual")
@@ -116,12 +116,16 @@ def problem(name: str = "mlp", widths: Sequence[int] | None = None, batch: int =
     return Problem(name, f, (x, *params), "x", "x" if batch else None, settings)
 
 
+SWEEP_MIN_TIME = 0.05  # seconds of timed calls per point (compare's default 0.2 s, times dozens of points)
+
+
 def sweep_width(n: int = 256, ms: Sequence[int] | None = None, hidden: int | None = None, batch: int = 0,
-                activation: str = "tanh", repeats: int = 3, seed: int = 0) -> dict:
+                activation: str = "tanh", repeats: int = 3, seed: int = 0, min_time: float = SWEEP_MIN_TIME) -> dict:
     """FLOPs and times of forward, reverse and optimal for an MLP n -> h -> h -> m, as m sweeps past n.
 
     Forward mode pays per input (n), reverse per output (m): the curves cross at m = n.
-    Returns ``{"n": n, "m": [...], "flops": {order: [...]}, "seconds": {order: [...]}}``.
+    Returns ``{"n": n, "m": [...], "flops": {order: [...]}, "seconds": {order: [...]}}``;
+    each time is the median of at least ``repeats`` calls and ``min_time`` seconds.
     """
     hidden = n if hidden is None else hidden
     ms = [max(1, n // 8), max(1, n // 4), max(1, n // 2), n, 2 * n, 4 * n, 8 * n] if ms is None else list(ms)
@@ -129,7 +133,7 @@ def sweep_width(n: int = 256, ms: Sequence[int] | None = None, hidden: int | Non
            "flops": {o: [] for o in CURVE_ORDERS}, "seconds": {o: [] for o in CURVE_ORDERS}}
     for m in ms:
         report = problem("mlp", (n, hidden, hidden, m), batch, activation, seed).compare(
-            orders=CURVE_ORDERS, repeats=repeats)
+            orders=CURVE_ORDERS, repeats=repeats, min_time=min_time)
         for r in report.rows:
             out["flops"][r.order].append(r.flops)
             out["seconds"][r.order].append(r.seconds)
@@ -137,7 +141,8 @@ def sweep_width(n: int = 256, ms: Sequence[int] | None = None, hidden: int | Non
 
 
 def sweep_bottleneck(n: int = 256, ks: Sequence[int] | None = None, batch: int = 0, activation: str = "tanh",
-                     repeats: int = 3, seed: int = 0, orders: Sequence[str] = CURVE_ORDERS + ("bracket",)) -> dict:
+                     repeats: int = 3, seed: int = 0, orders: Sequence[str] = CURVE_ORDERS + ("bracket",),
+                     min_time: float = SWEEP_MIN_TIME) -> dict:
     """FLOPs and times for the chain n -> n -> k -> n -> n as the bottleneck width k sweeps up to n.
 
     Both pure modes pay about ``2 n^3`` whatever k is; multiplying the two halves
@@ -147,7 +152,7 @@ def sweep_bottleneck(n: int = 256, ks: Sequence[int] | None = None, batch: int =
     out = {"n": n, "batch": batch, "k": ks, "flops": {o: [] for o in orders}, "seconds": {o: [] for o in orders}}
     for k in ks:
         report = problem("bottleneck", (n, n, k, n, n), batch, activation, seed).compare(
-            orders=orders, repeats=repeats)
+            orders=orders, repeats=repeats, min_time=min_time)
         for r in report.rows:
             out["flops"][r.order].append(r.flops)
             out["seconds"][r.order].append(r.seconds)
@@ -210,7 +215,8 @@ def _split(shape, out_shape, in_shape):
 
 
 def cost_curves(n: int = 256, ms: Sequence[int] | None = None, ks: Sequence[int] | None = None, batch: int = 0,
-                activation: str = "tanh", repeats: int = 3, seed: int = 0, data: dict | None = None):
+                activation: str = "tanh", repeats: int = 3, seed: int = 0, data: dict | None = None,
+                min_time: float = SWEEP_MIN_TIME):
     """Two sweeps, FLOPs (top) and measured time (bottom), as one Figure.
 
     (a) an MLP n -> n -> n -> m as the output width m sweeps past the input
@@ -221,9 +227,10 @@ def cost_curves(n: int = 256, ms: Sequence[int] | None = None, ks: Sequence[int]
     """
     fig = _figure((11, 7.5))  # fail before the sweeps if matplotlib is missing
     data = data or {}
-    width = data.get("width") or sweep_width(n, ms, batch=batch, activation=activation, repeats=repeats, seed=seed)
+    width = data.get("width") or sweep_width(n, ms, batch=batch, activation=activation, repeats=repeats, seed=seed,
+                                             min_time=min_time)
     neck = data.get("bottleneck") or sweep_bottleneck(n, ks, batch=batch, activation=activation,
-                                                      repeats=repeats, seed=seed)
+                                                      repeats=repeats, seed=seed, min_time=min_time)
     axes = fig.subplots(2, 2)
     style = {"forward": ("C0", "o-"), "reverse": ("C1", "s-"), "optimal": ("C2", "^--"), "bracket": ("C3", "x:")}
     for col, (sweep, xkey, xlabel) in enumerate(((width, "m", "output width m"),
@@ -247,4 +254,57 @@ def cost_curves(n: int = 256, ms: Sequence[int] | None = None, ks: Sequence[int]
     axes[0][0].set_title(f"(a) MLP {width['n']} -> {width['hidden']} -> {width['hidden']} -> m{batch_txt}")
     axes[0][1].set_title(f"(b) chain {neck['n']} -> {neck['n']} -> k -> {neck['n']} -> {neck['n']}")
     fig.suptitle("d out / d x: forward vs reverse vs optimal contraction order")
+    return fig
+
+
+def function_figure(reports: Sequence[comparison.Report], jacobians: Sequence, title: str | None = None,
+                    max_blocks: int = 8):
+    """Your function's Jacobians and what every order costs: one row per report of :func:`jacobians.compare`.
+
+    Each row: the heatmap of that report's Jacobian (``jacobians[k]``, the
+    tensor ``compare`` checked; at most ``max_blocks`` blocks of the leading
+    output axis are drawn, the title says so), then bars of every order's
+    FLOPs, largest intermediate and median time (the bar's whisker: the
+    interquartile range of the timed calls).  Returns the Figure.
+    """
+    if len(reports) != len(jacobians) or not reports:
+        raise ValueError(f"function_figure: give one Jacobian per report; got {len(reports)} reports "
+                         f"and {len(jacobians)} Jacobians")
+    fig = _figure((17, 3.6 * len(reports) + 0.6))
+    grid = fig.add_gridspec(len(reports), 4, width_ratios=(2.2, 1, 1, 1))
+    style = {"forward": "C0", "reverse": "C1", "optimal": "C2", "bracket": "C3", "jvp": "C4", "vjp": "C5"}
+    for k, (report, J) in enumerate(zip(reports, jacobians)):
+        J = np.asarray(J)
+        if tuple(J.shape) != tuple(report.jacobian_shape):
+            raise ValueError(f"function_figure: Jacobian {k} has shape {J.shape}; its report says "
+                             f"{tuple(report.jacobian_shape)}")
+        in_shape = tuple(report.input_shape[1:] if report.per_sample else report.input_shape)
+        out_shape = tuple(J.shape[:J.ndim - len(in_shape)])
+        shown = ""
+        if len(out_shape) > 1 and out_shape[0] > max_blocks:
+            shown = f" (first {max_blocks} of {out_shape[0]} along output axis 0)"
+            J = J[:max_blocks]
+            out_shape = (max_blocks,) + out_shape[1:]
+        heatmap(J, out_shape=out_shape, in_shape=in_shape, ax=fig.add_subplot(grid[k, 0]),
+                title=f"d out / d {report.wrt}: {tuple(report.jacobian_shape)}"
+                      + (" per sample" if report.per_sample else "") + shown)
+        orders = [r.order for r in report.rows]
+        colors = [style.get(o, "k") for o in orders]
+        ms = np.array([r.seconds for r in report.rows]) * 1e3
+        spread = np.array([[r.seconds - r.seconds_q1, r.seconds_q3 - r.seconds] for r in report.rows]).T * 1e3
+        for col, (values, ylabel, extra) in enumerate((
+                ([r.flops for r in report.rows], "FLOPs (multiply-add = 2)", {}),
+                ([r.largest_bytes for r in report.rows], "largest intermediate (bytes)", {}),
+                (ms, "time (ms): median, IQR", {"yerr": spread, "capsize": 3}))):
+            ax = fig.add_subplot(grid[k, col + 1])
+            ax.bar(orders, [max(v, 1e-12) for v in values], color=colors, **extra)
+            ax.set_yscale("log")
+            ax.set_ylabel(ylabel)
+            ax.tick_params(axis="x", labelrotation=45)
+            ax.grid(True, axis="y", which="both", alpha=0.3)
+            if col == 2:
+                t = report.timing
+                ax.set_title(f">= {t.get('repeats', '?')} calls, >= {t.get('min_time', '?')} s each", fontsize=9)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -43,7 +43,7 @@ def test_without_matplotlib_the_error_says_how_to_install_it(monkeypatch):
 
 
 def test_the_width_sweep_crosses_at_m_equals_n():
-    data = plots.sweep_width(n=8, ms=[2, 4, 8, 16, 32], repeats=1)
+    data = plots.sweep_width(n=8, ms=[2, 4, 8, 16, 32], repeats=1, min_time=0)
     f, r, o = (data["flops"][k] for k in ("forward", "reverse", "optimal"))
     for m, fw, rv, op in zip(data["m"], f, r, o):
         assert (rv < fw) if m < 8 else (fw < rv) if m > 8 else (fw == rv)
@@ -54,7 +54,7 @@ def test_the_width_sweep_crosses_at_m_equals_n():
 def test_the_bottleneck_sweep_meets_in_the_middle():
     # n -> n -> k -> n -> n: the pure modes pay ~2 n^3, the middle way ~6 n^2 k: a ratio of ~n / 3k
     n = 32
-    data = plots.sweep_bottleneck(n=n, ks=[1, 2, 4], repeats=1)
+    data = plots.sweep_bottleneck(n=n, ks=[1, 2, 4], repeats=1, min_time=0)
     for order in ("optimal", "bracket"):
         for k, a, b in zip(data["k"], data["flops"][order], data["flops"]["forward"]):
             assert b / a > n / (4 * k), (order, k, a, b)
@@ -107,7 +107,7 @@ def test_heatmap_shapes(mpl, tmp_path):
 
 
 def test_cost_curves_png(mpl, tmp_path):
-    fig = plots.cost_curves(n=8, ms=[2, 8, 32], ks=[1, 2, 8], repeats=1)
+    fig = plots.cost_curves(n=8, ms=[2, 8, 32], ks=[1, 2, 8], repeats=1, min_time=0)
     assert len(fig.axes) >= 4
     assert "m = n = 8" in [t.get_text() for t in fig.axes[0].texts]
     path = tmp_path / "costs.png"
@@ -118,8 +118,35 @@ def test_cost_curves_png(mpl, tmp_path):
 def test_cli_plot_writes_the_cost_curves(mpl, tmp_path):
     path = tmp_path / "curves.png"
     p = subprocess.run([sys.executable, "-m", "jacobians", "compare", "--widths", "12,16,4", "--batch", "2",
-                        "--repeats", "1", "--orders", "forward,reverse,optimal", "--plot", str(path)],
+                        "--repeats", "1", "--min-time", "0", "--orders", "forward,reverse,optimal", "--plot", str(path)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert is_png(path)
     assert f"cost curves written to {path}" in p.stdout
+
+
+def test_function_figure_is_a_heatmap_and_three_cost_bars_per_report(mpl, tmp_path):
+    p = plots.problem("mlp", (5, 4, 3), batch=12)
+    reports, Js = [], []
+    for wrt in ("x", "W1"):
+        reports.append(jac.compare(p.f, *p.args, wrt=wrt, batched="x", orders=("forward", "reverse", "vjp"),
+                                   repeats=2, min_time=0))
+        Js.append(jac.jacobian(p.f, wrt=wrt, batched="x")(*p.args))
+    fig = plots.function_figure(reports, Js, title="mlp")
+    heat = [ax for ax in fig.axes if ax.get_images()]
+    assert len(heat) == 2
+    assert heat[0].get_title() == "d out / d x: (12, 3, 5) per sample (first 8 of 12 along output axis 0)"
+    assert heat[0].get_images()[0].get_array().shape == (8 * 3, 5)            # 8 sample blocks of 3 rows
+    assert heat[1].get_images()[0].get_array().shape == (8 * 3, 4 * 5)        # W1 (4, 5): not per sample
+    bars = [ax for ax in fig.axes if ax.patches]
+    assert len(bars) == 2 * 3
+    assert [b.get_height() for b in bars[0].patches] == [r.flops for r in reports[0].rows]
+    assert [b.get_height() for b in bars[1].patches] == [r.largest_bytes for r in reports[0].rows]
+    assert [t.get_text() for t in bars[0].get_xticklabels()] == ["forward", "reverse", "vjp"]
+    path = tmp_path / "f.svg"
+    fig.savefig(path)
+    assert path.read_text().lstrip().startswith("<?xml")
+    with pytest.raises(ValueError, match="one Jacobian per report"):
+        plots.function_figure(reports, Js[:1])
+    with pytest.raises(ValueError, match=r"Jacobian 0 has shape \(12, 3, 4, 5\); its report says \(12, 3, 5\)"):
+        plots.function_figure(reports[:1], Js[1:])
