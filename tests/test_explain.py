@@ -172,7 +172,7 @@ def test_bad_arguments_to_explain():
 
 def test_nothing_below_the_tools_layer_imports_explain():
     pkg = pathlib.Path(jac.__file__).parent
-    for name in ("errors", "limits", "factored", "ops", "network", "graph", "composer", "modes", "comparison"):
+    for name in ("errors", "limits", "factored", "ops", "network", "graph", "plan", "planner", "execute", "transforms", "modes", "comparison"):
         src = (pkg / f"{name}.py").read_text()
         assert not re.search(r"^\s*(from\s+\S*explain\S*\s+import|import\s+\S*explain)|from\s+\.\s+import[^\n]*\bexplain\b",
                              src, re.M), name
