@@ -23,6 +23,7 @@ import numpy as np
 from .errors import as_float_array
 from .execute import execute
 from .graph import Graph, trace
+from .limits import memory_limit
 from .network import resolve_order
 from .plan import Plan
 from .planner import make_plan
@@ -109,6 +110,7 @@ class JacobianFunction:
         graph = trace(self.f, bound, inputs)
         key = graph.signature
         if key is not None:
+            key = (memory_limit(), key)   # sizes are checked and slices chosen against the limit
             with self._lock:
                 plan = self._cache.get(key)
                 if plan is not None:
