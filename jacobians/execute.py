@@ -76,8 +76,12 @@ def _write_diagonal(target: np.ndarray, step: ExpandStep, data) -> None:
     The diagonal is a strided view: an axis of the view spans every target axis its label
     ties (the sum of their strides), so no einsum letters are needed at any rank."""
     strides = target.strides
-    view = as_strided(target, tuple(target.shape[g[0]] for g in step.view),
-                      tuple(sum(strides[a] for a in g) for g in step.view), writeable=True)
+    shape = tuple(target.shape[g[0]] for g in step.view)
+    strides = tuple(sum(strides[a] for a in g) for g in step.view)
+    if target.flags.c_contiguous:   # a fresh block (the usual case): a view straight onto its buffer
+        view = np.ndarray(shape, target.dtype, target, 0, strides)
+    else:
+        view = as_strided(target, shape, strides, writeable=True)
     if data is None:
         src = 1
     else:

@@ -277,12 +277,16 @@ fn.__doc__ = "Every op of jacobians.ops returning its value only; traceable by j
 
 
 def trace(f: Callable, bound, inputs: list[str]) -> Graph:
-    """Run ``f`` on ``bound`` (inspect.BoundArguments) with the arguments ``inputs`` traced."""
+    """Run ``f`` on ``bound`` with the arguments ``inputs`` traced.
+
+    ``bound`` is an ``inspect.BoundArguments``, or a dict holding every parameter of ``f`` in
+    order (all positional-or-keyword), which is passed positionally."""
     graph = Graph()
+    arguments = bound if isinstance(bound, dict) else bound.arguments
     for name in inputs:
-        graph.inputs[name] = graph.add(Node(name, value=np.asarray(bound.arguments[name])))
-        bound.arguments[name] = Traced(graph, graph.inputs[name])
-    out = f(*bound.args, **bound.kwargs)
+        graph.inputs[name] = graph.add(Node(name, value=np.asarray(arguments[name])))
+        arguments[name] = Traced(graph, graph.inputs[name])
+    out = f(*arguments.values()) if isinstance(bound, dict) else f(*bound.args, **bound.kwargs)
     if isinstance(out, Traced):
         if out.graph is not graph:
             raise ValueError("jacobian: the function returned a value traced in another call")

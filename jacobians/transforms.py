@@ -58,6 +58,9 @@ class JacobianFunction:
         self.batched = None if batched is None else self._name(batched, "batched")
         resolve_order(order)  # fail early on unknown names
         self.order = order
+        # a function of plain parameters called positionally skips inspect's binding (per-call cost)
+        self._plain = tuple(self._params) if all(
+            p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in self._params.values()) else None
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
@@ -96,9 +99,12 @@ class JacobianFunction:
         return graph, plan
 
     def _trace_and_plan(self, args, kwargs) -> tuple[Graph, Plan, dict | None]:
-        bound = self.signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = bound.arguments
+        if self._plain is not None and not kwargs and len(args) == len(self._plain):
+            bound = arguments = dict(zip(self._plain, args))
+        else:
+            bound = self.signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
         # array arguments are traced (numpy scalars are constants, like Python numbers)
         inputs = [k for k, v in arguments.items() if type(v) is np.ndarray or isinstance(v, np.ndarray)]
         for name in self.wrt:
