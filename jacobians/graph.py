@@ -105,22 +105,22 @@ def _hashable(v):
 
 
 def _ref_key(a):
-    if a is None or isinstance(a, int):
+    if a is None or type(a) is int:
         return a
     arr = a[1]
-    return (tuple(np.shape(arr)), getattr(arr, "dtype", np.dtype(type(arr))).str)
+    return (np.shape(arr), getattr(arr, "dtype", np.dtype(type(arr))).str)
 
 
 def _node_key(node: Node):
     value = node.value
-    shape, dtype = (value.shape, value.dtype.str) if isinstance(value, np.ndarray) else (np.shape(value), None)
     if node.op is None:
-        return (node.name, shape, dtype)
+        return (node.name, value.shape, value.dtype.str)
+    params = node.params
     try:
-        params = tuple((k, _hashable(v)) for k, v in node.params.items())
+        params = tuple((k, _hashable(v)) for k, v in params.items()) if params else ()
     except _Unhashable:
         return None
-    return (node.op.name, tuple(_ref_key(a) for a in node.args), params, shape, dtype)
+    return (node.op.name, tuple(map(_ref_key, node.args)), params, value.shape, value.dtype.str)
 
 
 class Traced:

@@ -304,3 +304,22 @@ def test_results_share_no_memory_with_inputs_or_each_other():
             assert not np.may_share_memory(a, x) and not np.may_share_memory(a, W), (order, k)
         assert not np.may_share_memory(J["x"], J["W"]), order
         np.testing.assert_allclose(J["x"], W + np.eye(3))
+
+
+# ---------------------------------------------------------------- the plan's structure guard
+
+
+def test_execution_refuses_a_trace_whose_factored_structure_differs_from_the_plan():
+    import dataclasses
+
+    from jacobians.execute import execute
+    jf = jac.jacobian(lambda x, W: fn.tanh(fn.linear(x, W)), wrt="x")
+    r = rng(10)
+    graph, plan = jf.plan_and_graph((r.normal(size=3), r.normal(size=(2, 3))), {})
+    np.testing.assert_array_equal(execute(plan, graph)["x"], jf(graph.nodes[0].value, graph.nodes[1].value))
+    (c, k), _ = plan.links[0]
+    real = graph.nodes[c].builders[k]
+    bent = lambda check=True: dataclasses.replace(real(check), inp="Q" * len(real().inp), check=False)  # noqa: E731
+    graph.nodes[c].builders = tuple(bent if i == k else b for i, b in enumerate(graph.nodes[c].builders))
+    with pytest.raises(RuntimeError, match="differs from the plan's"):
+        execute(plan, graph)
