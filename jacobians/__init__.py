@@ -1,7 +1,8 @@
 """jacobians: full, explicit Jacobian tensors built with einsum."""
 
 from . import ops
-from .composer import jacobian, JacobianFunction, Plan
+from .plan import Plan
+from .transforms import jacobian, JacobianFunction
 from .graph import fn
 from .comparison import compare, Report
 from .explain import explain

@@ -535,7 +535,7 @@ def _one_line_errors(func: _Function):
 
 def _dry_run(parser, func: _Function) -> None:
     """Trace and plan once, so that inputs the function does not run on are a usage error (exit 2)."""
-    from .composer import jacobian
+    from .transforms import jacobian
     try:
         jacobian(func.f, wrt=tuple(func.wrt), batched=func.batched).plan(*func.args, **func.kwargs)
     except (JacobianTooLarge, KeyboardInterrupt):
@@ -597,7 +597,7 @@ def _compare_function(args, func: _Function, repeats: int, min_time: float, orde
             results.append({"settings": func.settings(w, seed), "report": report.to_dict()})
             failures += _disagreements(f"d/d{w}", report)
         if args.plot:
-            from .composer import jacobian
+            from .transforms import jacobian
             from .plots import function_figure
             status.show("[plot] Jacobian heatmaps and costs")
             Js = [jacobian(func.f, wrt=w, batched=func.batched)(*func.args, **func.kwargs) for w in func.wrt]

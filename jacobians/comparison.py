@@ -37,7 +37,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .composer import jacobian, readable
+from .plan import readable
+from .transforms import jacobian
 from .limits import format_bytes
 from .modes import MODES, sweep_jacobian
 from .network import bracket_plan

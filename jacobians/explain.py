@@ -35,7 +35,8 @@ import numpy as np
 import opt_einsum as oe
 
 from . import graph as _graph
-from .composer import NetStep, Plan, jacobian, readable
+from .plan import Link, NetStep, Plan, Slot, ZeroStep, readable
+from .transforms import jacobian
 from .limits import JacobianTooLarge
 
 __all__ = ["explain", "Explanation", "Step", "ExplainError"]
@@ -332,14 +333,14 @@ def _network_info(step: NetStep, graph, names: dict) -> dict:
             rename[ch] = oe.get_symbol(len(rename))
     r = lambda s: "".join(rename.get(ch, ch) for ch in s)
     operands = []
-    for term, shape, src in zip(net.terms, net.shapes, step.sources):
-        if src[0] == "link":
-            _, c, k, j = src
+    for term, shape, src in step.operands():
+        if isinstance(src, Link):
+            c, k, j = src
             what = f"d {graph.nodes[c].name}/d {graph.nodes[c].op.arrays[k]}"
             named = names.get((c, k, j))
             operands.append((r(term), shape, f"{named} ({what})" if named else what))
-        elif src[0] == "slot":
-            operands.append((r(term), shape, f"the block from step {src[1]}"))
+        elif isinstance(src, Slot):
+            operands.append((r(term), shape, f"the block from step {src.index}"))
         else:
             operands.append((r(term), shape, "ones"))
     pairs = []
@@ -400,7 +401,9 @@ def _render(ex: Explanation, graph) -> str:
             lines.append(f"      {eq:<24} {flops} FLOPs")
     if ex.plan is not None:
         for s in ex.plan.steps:
-            if not isinstance(s, NetStep):
+            if isinstance(s, ZeroStep):
+                lines.append(f"  zeros of shape {s.shape} (a size-0 axis)")
+            elif not isinstance(s, NetStep):
                 lines.append(f"  {'add' if s.add_to is not None else 'expand'} deltas into shape {s.shape}: {readable(s.eq)}")
     if ex.notes:
         lines.append("")

@@ -5,8 +5,10 @@ value.  Called on numpy arrays it is plain numpy; called on a traced value it
 also records a node.  Traced values support ``+ - * / @ **``, unary ``-``,
 ``.T``, ``.sum()``, ``.mean()``, ``.reshape()`` and the numpy ufuncs that are
 toolkit ops (``np.tanh(h)`` is ``fn.tanh(h)``).  Tracing is eager: values are
-computed while the graph is recorded, so the graph can be replayed on new
-inputs of the same shapes without calling the Python function again.
+computed while the graph is recorded.  A graph belongs to one call (it holds that
+call's values); its :attr:`Graph.signature` (ops, argument references, constant
+shapes, parameters, value shapes and dtypes, never values) is what a plan is
+cached by.
 """
 
 from __future__ import annotations
@@ -39,29 +41,32 @@ class Node:
 
 
 class Graph:
-    """Nodes in the order they were recorded (a topological order)."""
+    """Nodes in the order they were recorded (a topological order), with one call's values."""
 
     def __init__(self) -> None:
         self.nodes: list[Node] = []
         self.inputs: dict[str, int] = {}
         self.output: int | None = None
         self.constant_output: np.ndarray | None = None
+        self._keys: list = []           # per node, its structural key (None: not hashable)
 
     def add(self, node: Node) -> int:
         self.nodes.append(node)
+        self._keys.append(_node_key(node))
         return len(self.nodes) - 1
 
-    def replay(self, values: dict[str, np.ndarray]) -> None:
-        """Recompute every node for new input values (same shapes), without the Python function."""
-        for name, i in self.inputs.items():
-            self.nodes[i].value = values[name]
-        for node in self.nodes:
-            if node.op is None:
-                continue
-            arrays = {}
-            for name, a in zip(node.op.arrays, node.args):
-                arrays[name] = self.nodes[a].value if isinstance(a, int) else (None if a is None else a[1])
-            node.value, node.builders = node.op.evaluate(arrays, node.params)
+    @property
+    def signature(self) -> tuple | None:
+        """The structure of the trace, hashable, or None when a parameter cannot be hashed.
+
+        Per node: the op's name (an input: its name), each array argument as a node index,
+        ``None`` or a constant's shape and dtype, the static parameters, the value's shape and
+        dtype; then the output.  Two traces with equal signatures have equal plans."""
+        if None in self._keys:
+            return None
+        out = self.constant_output
+        tail = (self.output, None if out is None else (out.shape, out.dtype.str))
+        return (*self._keys, tail)
 
     def between(self, sources: set[int]) -> set[int]:
         """Nodes on some path from ``sources`` to the output (sources and output included)."""
@@ -78,6 +83,44 @@ class Graph:
     def describe(self, i: int) -> str:
         n = self.nodes[i]
         return f"{n.name} {tuple(np.shape(n.value))}"
+
+
+class _Unhashable(Exception):
+    pass
+
+
+def _hashable(v):
+    """``v`` as a hashable value (lists become tuples); raises _Unhashable when it has none."""
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    if isinstance(v, np.ndarray):
+        raise _Unhashable
+    try:
+        hash(v)
+    except TypeError:
+        raise _Unhashable from None
+    return v
+
+
+def _ref_key(a):
+    if a is None or type(a) is int:
+        return a
+    arr = a[1]
+    return (np.shape(arr), getattr(arr, "dtype", np.dtype(type(arr))).str)
+
+
+def _node_key(node: Node):
+    value = node.value
+    if node.op is None:
+        return (node.name, value.shape, value.dtype.str)
+    params = node.params
+    try:
+        params = tuple((k, _hashable(v)) for k, v in params.items()) if params else ()
+    except _Unhashable:
+        return None
+    return (node.op.name, tuple(map(_ref_key, node.args)), params, value.shape, value.dtype.str)
 
 
 class Traced:
@@ -234,12 +277,16 @@ fn.__doc__ = "Every op of jacobians.ops returning its value only; traceable by j
 
 
 def trace(f: Callable, bound, inputs: list[str]) -> Graph:
-    """Run ``f`` on ``bound`` (inspect.BoundArguments) with the arguments ``inputs`` traced."""
+    """Run ``f`` on ``bound`` with the arguments ``inputs`` traced.
+
+    ``bound`` is an ``inspect.BoundArguments``, or a dict holding every parameter of ``f`` in
+    order (all positional-or-keyword), which is passed positionally."""
     graph = Graph()
+    arguments = bound if isinstance(bound, dict) else bound.arguments
     for name in inputs:
-        graph.inputs[name] = graph.add(Node(name, value=np.asarray(bound.arguments[name])))
-        bound.arguments[name] = Traced(graph, graph.inputs[name])
-    out = f(*bound.args, **bound.kwargs)
+        graph.inputs[name] = graph.add(Node(name, value=np.asarray(arguments[name])))
+        arguments[name] = Traced(graph, graph.inputs[name])
+    out = f(*arguments.values()) if isinstance(bound, dict) else f(*bound.args, **bound.kwargs)
     if isinstance(out, Traced):
         if out.graph is not graph:
             raise ValueError("jacobian: the function returned a value traced in another call")

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import jacobians as jac
-from jacobians import composer, network
+from jacobians import network, plan as plan_records, transforms
 from jacobians.graph import trace
 from jacobians.limits import JacobianTooLarge, limited_memory
 from jacobians.testing import expand_batch, numerical_jacobian
@@ -742,7 +742,7 @@ def test_exact_flops_of_a_hand_worked_chain():
         assert len(p.steps) == 1 and len(p.networks) == 1
         net = p.networks[0].network
         assert net.shapes == ((m, b_), (b_, a_), (a_, n))      # output end first: W3, W2, W1
-        assert composer.readable(net.eq) == "ab,bc,cd->ad"
+        assert plan_records.readable(net.eq) == "ab,bc,cd->ad"
     # reverse: (W3 W2) first, 2*m*b*a, then (W3 W2) W1, 2*m*a*n      (a multiply-add counts 2)
     assert plans["reverse"].flops == 2 * m * b_ * a_ + 2 * m * a_ * n == 294
     assert [list(s) for s in plans["reverse"].networks[0].path] == [[0, 1], [0, 1]]
@@ -795,38 +795,39 @@ def test_every_order_on_every_case_above_agrees():
 # ---------------------------------------------------------------- caching and replay
 
 
-def test_repeated_calls_replay_the_recorded_graph(monkeypatch):
-    calls = {"f": 0, "path search": 0, "trace": 0}
+def test_repeated_calls_retrace_and_reuse_the_cached_plan(monkeypatch):
+    # every call runs the function again; only the plan (shapes alone) is cached
+    calls = {"f": 0, "path search": 0, "plan": 0}
 
     def f(x, W1, W2, W3):
         calls["f"] += 1
         return mlp3(x, W1, W2, W3)
 
-    dp, tr = network._dp_path, composer.trace
+    dp, mp = network._dp_path, transforms.make_plan
 
     def counting_dp(*a, **k):
         calls["path search"] += 1
         return dp(*a, **k)
 
-    def counting_trace(*a, **k):
-        calls["trace"] += 1
-        return tr(*a, **k)
+    def counting_plan(*a, **k):
+        calls["plan"] += 1
+        return mp(*a, **k)
     monkeypatch.setattr(network, "_dp_path", counting_dp)
-    monkeypatch.setattr(composer, "trace", counting_trace)
+    monkeypatch.setattr(transforms, "make_plan", counting_plan)
 
     jf = jac.jacobian(f, wrt=("x", "W2"), batched="x")
     first = _mlp3(60)
     J1 = jf(**first)
     J1_copy = {k: v.copy() for k, v in J1.items()}
-    assert calls["f"] == 1 and calls["trace"] == 1 and calls["path search"] >= 1
+    assert calls["f"] == 1 and calls["plan"] == 1 and calls["path search"] >= 1
     searched = calls["path search"]
     replayed = []
-    for seed in (61, 62, 63):
+    for n, seed in enumerate((61, 62, 63), start=2):
         a = _mlp3(seed)                          # same shapes, new values
         replayed.append((a, jf(**a)))
-        assert calls == {"f": 1, "path search": searched, "trace": 1}
+        assert calls == {"f": n, "path search": searched, "plan": 1}
     jf.plan(**_mlp3(64))                         # a plan of the same shapes is the cached one
-    assert calls == {"f": 1, "path search": searched, "trace": 1}
+    assert calls == {"f": 5, "path search": searched, "plan": 1}
     for a, J in replayed:
         hand = by_hand(mlp3, a, ("x", "W2"))
         for name in ("x", "W2"):
@@ -836,13 +837,13 @@ def test_repeated_calls_replay_the_recorded_graph(monkeypatch):
     for k in J1:                                 # earlier results are the caller's: never overwritten
         np.testing.assert_array_equal(J1[k], J1_copy[k])
 
-    J = jf(**_mlp3(65, batch=5))                 # new shapes: traced and planned again
-    assert calls["f"] == 2 and calls["trace"] == 2
+    J = jf(**_mlp3(65, batch=5))                 # new shapes: planned again
+    assert calls["plan"] == 2
     assert J["x"].shape == (5, 5, 4)
     jf(**_mlp3(66, batch=5))
-    assert calls["f"] == 2
+    assert calls["plan"] == 2
     jf(**{k: v.astype(np.float32) for k, v in _mlp3(67).items()})   # a new dtype is a new signature
-    assert calls["f"] == 3
+    assert calls["plan"] == 3
 
 
 def test_replay_with_a_plan_that_is_a_pure_relabel_copies_the_operand():
@@ -863,8 +864,14 @@ def mean_loss_with_labels(x, W, labels):
     return fn.mean(fn.softmax_cross_entropy(fn.linear(x, W), labels))
 
 
-def test_integer_labels_passed_as_an_argument_are_honoured_between_calls():
-    calls = []
+def _count_plans(monkeypatch) -> list:
+    plans, make = [], transforms.make_plan
+    monkeypatch.setattr(transforms, "make_plan", lambda *a, **k: plans.append(1) or make(*a, **k))
+    return plans
+
+
+def test_integer_labels_passed_as_an_argument_are_honoured_between_calls(monkeypatch):
+    calls, plans = [], _count_plans(monkeypatch)
 
     def f(x, W, labels):
         calls.append(1)
@@ -878,14 +885,14 @@ def test_integer_labels_passed_as_an_argument_are_honoured_between_calls():
         Y = np.eye(5)[labels]
         np.testing.assert_allclose(J["W"], (P - Y).T @ x / 4, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(J["x"], (P - Y) @ W / 4, rtol=1e-12, atol=1e-15)
-    assert len(calls) == 1
+    assert len(calls) == 3 and len(plans) == 1               # traced every call, planned once
     J = jf(x, W, np.array([1, 1, 1, 1, 1, 1]).reshape(2, 3)[0].repeat(2)[:4])   # still (4,) ints
-    assert len(calls) == 1
+    assert len(plans) == 1
     np.testing.assert_allclose(J["x"], (P - np.eye(5)[[1, 1, 1, 1]]) @ W / 4, rtol=1e-12, atol=1e-15)
 
 
-def test_static_arguments_key_the_cache_by_value():
-    calls = []
+def test_static_arguments_are_seen_on_every_call(monkeypatch):
+    calls, plans = [], _count_plans(monkeypatch)
 
     def f(x, b, scale=1.0):
         calls.append(1)
@@ -894,11 +901,10 @@ def test_static_arguments_key_the_cache_by_value():
     x = np.zeros(3)
     np.testing.assert_array_equal(jf(x, (1.0, 2.0, 3.0)), np.diag([1.0, 2.0, 3.0]))
     np.testing.assert_array_equal(jf(x, (1.0, 2.0, 3.0)), np.diag([1.0, 2.0, 3.0]))
-    assert len(calls) == 1                                   # a hashable tuple: cached by value
     np.testing.assert_array_equal(jf(x, (4.0, 5.0, 6.0)), np.diag([4.0, 5.0, 6.0]))
     np.testing.assert_array_equal(jf(x, (4.0, 5.0, 6.0), 2.0), np.diag([8.0, 10.0, 12.0]))
-    assert len(calls) == 3
-    # a list has no value key; its id is reused once the list is freed, so it must never hit the cache
+    assert len(calls) == 4 and len(plans) == 1              # the values are constants of the trace
+    # a list's id is reused once the list is freed: every call must still see its own values
     for v in range(1000):
         np.testing.assert_array_equal(jf(x, [float(v)] * 3), v * np.eye(3), err_msg=f"call {v}")
 

@@ -172,7 +172,7 @@ def test_bad_arguments_to_explain():
 
 def test_nothing_below_the_tools_layer_imports_explain():
     pkg = pathlib.Path(jac.__file__).parent
-    for name in ("errors", "limits", "labels", "factored", "ops", "network", "graph", "composer", "modes", "comparison"):
+    for name in ("errors", "limits", "labels", "factored", "ops", "network", "graph", "plan", "planner", "execute", "transforms", "modes", "comparison"):
         files = sorted((pkg / name).glob("*.py")) if (pkg / name).is_dir() else [pkg / f"{name}.py"]  # a package: each module
         for path in files:
             src = path.read_text()

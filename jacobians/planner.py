@@ -1,0 +1,422 @@
+"""The planner: a traced graph becomes a :class:`~jacobians.plan.Plan`, from shapes alone.
+
+Between branch points (an input, the output, a value used twice, an op with
+two traced arguments) the graph is a chain, and the chain's Jacobian is **one
+einsum network**: each link is an op's factored Jacobian, a delta merges the
+labels it joins, and the per-sample batch is a label shared by every link.
+``order`` picks the network's contraction path (:mod:`jacobians.network`).
+
+Where the graph branches, paths are summed by accumulation over the segments
+(no path is enumerated): ``reverse`` pulls ``d out / d v`` back from the output,
+``forward`` pushes ``d v / d x`` from each input, ``optimal`` takes whichever
+plan has fewer FLOPs, with the optimal path inside every network.  A block
+accumulated along two paths keeps the deltas both paths share (the per-sample
+batch) and expands only the others.
+
+FLOPs, the largest intermediate and the result size are known before an array
+is allocated, sized in the dtype the computation runs in, so a Jacobian that
+would not fit raises :class:`~jacobians.limits.JacobianTooLarge`.  The plan
+reads only the structure of the ops' factored forms (labels, operand shapes),
+which is a function of the ops, their parameters, shapes and dtypes: the same
+plan serves every trace with the same structural signature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import opt_einsum as oe
+
+from .graph import Graph
+from .limits import check_bytes, memory_limit
+from .network import Cost, Network, resolve_order
+from .plan import Eye, ExpandStep, Link, NetStep, Ones, Plan, Result, Slot, ZeroStep, readable
+
+__all__ = ["make_plan", "structure"]
+
+
+@dataclass
+class Block:
+    """An accumulated Jacobian ``d top / d bottom`` whose axes carry labels.
+
+    A label shared by a top and a bottom axis is a delta kept symbolic.  The
+    array (in ``slot``) holds the distinct labels ``data``; ``slot is None``
+    means no array: the identity (every axis tied).
+    """
+
+    top: tuple[str, ...]
+    bottom: tuple[str, ...]
+    data: str = ""
+    slot: int | None = None
+
+
+@dataclass
+class _Segment:
+    start: int                       # node index at the input end
+    end: int                         # node index at the output end
+    links: list[tuple[int, int]]     # (consumer node, argument position), input end first
+
+
+def structure(f) -> tuple:
+    """What a plan relies on in a factored form: its labels and its operands' subscripts and shapes."""
+    return (f.out, f.inp, tuple((sub, np.shape(a)) for sub, a in f.operands))
+
+
+def _segments(graph: Graph, sources: set[int]) -> list[_Segment]:
+    """Maximal chains of the subgraph between ``sources`` and the output."""
+    out = graph.output
+    rel = graph.between(sources)
+    consumers: dict[int, list[tuple[int, int]]] = {i: [] for i in rel}
+    indeg = {i: 0 for i in rel}
+    for c in sorted(rel):
+        for k, p in graph.nodes[c].parents():
+            if p in rel:
+                consumers[p].append((c, k))
+                indeg[c] += 1
+    branch = lambda v: v in sources or v == out or indeg[v] != 1 or len(consumers[v]) != 1
+    segs = []
+    for v in sorted(rel):
+        if not branch(v):
+            continue
+        for c, k in consumers[v]:
+            links = [(c, k)]
+            while not branch(c):
+                c, k = consumers[c][0]
+                links.append((c, k))
+            segs.append(_Segment(v, c, links))
+    return segs
+
+
+class _Planner:
+    """Builds the steps of one plan; every global label's size is recorded when it is made.
+
+    ``factors`` is shared by every candidate plan of one graph (one factor cache).
+    """
+
+    def __init__(self, graph: Graph, order, itemsize: int, factors: dict) -> None:
+        self.graph = graph
+        self.path_of = resolve_order(order)
+        self.sizes: dict[str, int] = {}
+        self.steps: list = []
+        self.factors = factors
+        self.used: dict[tuple[int, int], None] = {}   # the links this plan reads, in order
+        self.itemsize = itemsize
+        self._n = 0
+
+    def fresh(self, size: int) -> str:
+        self._n += 1
+        label = oe.get_symbol(self._n + 1000)  # clear of the ASCII letters the ops use
+        self.sizes[label] = size
+        return label
+
+    def factor(self, c: int, k: int):
+        if (c, k) not in self.factors:
+            self.factors[(c, k)] = self.graph.nodes[c].builders[k]()
+        self.used[(c, k)] = None
+        return self.factors[(c, k)]
+
+    def identity(self, node: int) -> Block:
+        labels = tuple(self.fresh(n) for n in np.shape(self.graph.nodes[node].value))
+        return Block(labels, labels)
+
+    def relabel(self, f, known: tuple[str, ...], side: str) -> tuple[tuple[str, ...], list[str]]:
+        """Map a factored form's local labels onto global ones, given one side's labels.
+
+        A local label on both sides (a delta) takes the known side's global label: the merge.
+        """
+        m = dict(zip(f.out, known)) if side == "out" else dict(zip(f.inp, known))
+        local = f.sizes
+        other = f.inp if side == "out" else f.out
+        for l in list(other) + [l for sub, _ in f.operands for l in sub]:
+            if l not in m:
+                m[l] = self.fresh(local[l])
+        return tuple(m[l] for l in other), ["".join(m[l] for l in sub) for sub, _ in f.operands]
+
+    def segment(self, block: Block, seg: _Segment, mode: str, label: str) -> Block:
+        """One network: ``block`` times the factored links of ``seg`` (terms listed output end first)."""
+        # pieces: one per link, output end first: (operands [(term, source)], out labels, in labels)
+        pieces, walked = [], []
+        slot = [(block.data, Slot(block.slot))] if block.slot is not None else []
+        if mode == "reverse":  # block = d out / d seg.end: walk down to seg.start
+            known = block.bottom
+            pieces.append((slot, block.top, block.bottom))
+            for c, k in reversed(seg.links):
+                walked += known
+                above = known
+                known, terms = self.relabel(self.factor(c, k), known, "out")
+                pieces.append(([(t, Link(c, k, j)) for j, t in enumerate(terms)], above, known))
+            top, bottom = block.top, known
+        else:                  # block = d seg.start / d x: walk up to seg.end
+            known = block.top
+            pieces.append((slot, block.top, block.bottom))
+            for c, k in seg.links:
+                walked += known
+                below = known
+                known, terms = self.relabel(self.factor(c, k), known, "in")
+                pieces.insert(0, ([(t, Link(c, k, j)) for j, t in enumerate(terms)], known, below))
+            top, bottom = known, block.bottom
+        terms = [t for p, _, _ in pieces for t, _ in p]
+        sources = [s for p, _, _ in pieces for _, s in p]
+        links, at = [], 0
+        for p, above, below in pieces:
+            links.append((tuple(range(at, at + len(p))), tuple(above), tuple(below)))
+            at += len(p)
+        output = "".join(dict.fromkeys(top + bottom))
+        if not terms and set(top) == set(bottom):
+            return Block(top, bottom)  # deltas only (a skip connection, a transpose): still the identity
+        # labels no operand carries are factors of ones (a broadcast, or a sum through relabel-only links)
+        seen = set("".join(terms))
+        extra = [l for l in dict.fromkeys(output + "".join(walked)) if l not in seen]
+        n_chain = len(terms)
+        terms += extra
+        sources += [Ones((self.sizes[l],)) for l in extra]
+        if len(terms) == 1 and isinstance(sources[0], Slot) and sorted(terms[0]) == sorted(output):
+            return Block(top, bottom, terms[0], sources[0].index)  # a pure relabel: no arithmetic, no copy
+        shape = tuple(self.sizes[l] for l in output)
+        if any(self.sizes[l] == 0 for t in terms for l in t):
+            # an empty axis anywhere (a batch of 0, a layer of width 0): the block is zeros (or empty)
+            check_bytes(math.prod(shape) * self.itemsize, f"a block of {label}", shape)
+            step = ZeroStep(shape, len(self.steps), label)
+            self.steps.append(step)
+            return Block(top, bottom, output, step.slot)
+        net = Network(tuple(terms), tuple(tuple(self.sizes[l] for l in t) for t in terms), output, n_chain,
+                      tuple(links))
+        path = self.path_of(net)  # never empty here: a label no operand carries got a ones-factor
+        cost = net.cost(path)
+        # an intermediate larger than the result (or than memory allows) is made in slices of
+        # one output label instead: the same FLOPs, a bounded peak
+        out_elems = math.prod(shape)
+        target = min(max(out_elems // 2, 1 << 18), memory_limit() // max(self.itemsize, 1))
+        chunk = net.chunking(path, target) if cost.largest_intermediate > max(out_elems, target) else None
+        if chunk is not None:
+            cost = Cost(cost.flops, max(out_elems, -(-cost.largest_intermediate // chunk[1])), cost.path)
+        check_bytes(cost.largest_intermediate * self.itemsize,
+                    f"an intermediate of {label} ({readable(net.eq)})",
+                    hint="use a smaller batch, fewer outputs or inputs, or another order")
+        step = NetStep(net, path, tuple(sources), len(self.steps), cost, label, chunk)
+        self.steps.append(step)
+        return Block(top, bottom, output, step.slot)
+
+    def expand(self, block: Block, target: tuple[str, ...], add_to: Block | None = None,
+               force: bool = False) -> Block:
+        """Relabel ``block`` (axes top + bottom) onto ``target``: deltas it has and target lacks become eyes.
+
+        With ``add_to`` the result is added to that block (same labels, in its order).
+        """
+        axes = block.top + block.bottom
+        first: dict[str, str] = {}
+        terms, sources = [], []
+        for l, t in zip(axes, target):
+            if l not in first:
+                first[l] = t
+            elif first[l] != t:
+                terms.append(first[l] + t)
+                sources.append(Eye(self.sizes[l]))
+        if block.slot is not None:
+            terms.insert(0, "".join(first[l] for l in block.data))
+            sources.insert(0, Slot(block.slot))
+        n = len(block.top)
+        if add_to is None and block.slot is not None and len(terms) == 1 and not force:  # same tie pattern: relabel only
+            return Block(tuple(target[:n]), tuple(target[n:]), terms[0], block.slot)
+        out = add_to.data if add_to is not None else "".join(dict.fromkeys(target))
+        for l in out:
+            if not any(l in t for t in terms):
+                terms.append(l)
+                sources.append(Ones((self.sizes[l],)))
+        shape = tuple(self.sizes[l] for l in out)
+        check_bytes(math.prod(shape) * self.itemsize, "a Jacobian block", shape)
+        step = ExpandStep(",".join(terms) + "->" + out, tuple(sources), shape, len(self.steps),
+                          None if add_to is None else add_to.slot)
+        self.steps.append(step)
+        return Block(tuple(target[:n]), tuple(target[n:]), out, step.slot)
+
+    def add(self, a: Block, b: Block) -> Block:
+        """``a + b`` for blocks of the same Jacobian: keep the deltas both have, expand the rest."""
+        groups: dict[tuple[str, str], str] = {}
+        target = []
+        for la, lb in zip(a.top + a.bottom, b.top + b.bottom):
+            if (la, lb) not in groups:
+                groups[(la, lb)] = self.fresh(self.sizes[la])
+            target.append(groups[(la, lb)])
+        ea = self.expand(a, tuple(target))
+        return self.expand(b, tuple(target), add_to=ea)
+
+
+def _accumulate(planner: _Planner, wrt: list[str], mode: str) -> dict:
+    """Blocks ``d out / d wrt`` by ``mode``: "reverse" (one sweep from the output), "forward" (one per input)."""
+    graph = planner.graph
+    out = graph.output
+    results: dict[str, Block | None] = {}
+
+    def add(blocks: dict, key: int, block: Block) -> None:
+        blocks[key] = planner.add(blocks[key], block) if key in blocks else block
+
+    def name(i: int) -> str:
+        return graph.nodes[i].name
+
+    if out in graph.inputs.values():  # the function returns one of its inputs
+        for n in wrt:
+            results[n] = planner.identity(out) if graph.inputs[n] == out else None
+        return results
+    if mode == "reverse":
+        sources = {graph.inputs[n]: n for n in wrt}
+        segs = _segments(graph, set(sources))
+        blocks = {out: planner.identity(out)} if segs else {}
+        for seg in sorted(segs, key=lambda s: (-s.start, -s.end)):
+            if seg.end in blocks:
+                add(blocks, seg.start, planner.segment(blocks[seg.end], seg, "reverse",
+                                                       f"d{name(out)}/d{name(seg.start)}"))
+        for i, n in sources.items():
+            results[n] = blocks.get(i)
+    else:
+        for n in wrt:
+            i = graph.inputs[n]
+            segs = _segments(graph, {i})
+            blocks = {i: planner.identity(i)} if segs else {}
+            for seg in sorted(segs, key=lambda s: (s.end, s.start)):
+                if seg.start in blocks:
+                    add(blocks, seg.end, planner.segment(blocks[seg.start], seg, "forward",
+                                                         f"d{name(seg.end)}/d{n}"))
+            results[n] = blocks.get(out)
+    return results
+
+
+def _finish(planner: _Planner, blocks: dict, batched: str | None) -> dict:
+    """Expand each block to its explicit layout: ``(*out, *in)``, per-sample where the batch delta survives."""
+    graph = planner.graph
+    out_shape = np.shape(graph.nodes[graph.output].value) if graph.output is not None else np.shape(graph.constant_output)
+    results = {}
+    for name, block in blocks.items():
+        in_shape = np.shape(graph.nodes[graph.inputs[name]].value)
+        if block is None:  # the output does not depend on this argument: zeros, no delta, full layout
+            results[name] = (None, tuple(out_shape) + tuple(in_shape))
+            continue
+        collapse = name == batched and block.top[:1] == block.bottom[:1] and len(block.top) > 0
+        target = [planner.fresh(planner.sizes[l]) for l in block.top + block.bottom]
+        if collapse:
+            target[len(block.top)] = target[0]
+        final = planner.expand(block, tuple(target))
+        if final.data != "".join(dict.fromkeys(target)):  # the layout the user gets: (*out, *in)
+            final = planner.expand(final, tuple(target), force=True)
+        results[name] = (final.slot, tuple(planner.sizes[l] for l in final.data))
+    return results
+
+
+def compute_itemsize(graph: Graph) -> int:
+    """Bytes per element of the dtype the computation runs in: the widest float of every value and
+    constant of the trace (a float32 input meeting a float64 weight computes in float64)."""
+    sizes = [4]
+    for node in graph.nodes:
+        dt = getattr(node.value, "dtype", None)
+        if dt is not None and dt.kind == "f":
+            sizes.append(dt.itemsize)
+        for a in node.args:
+            if isinstance(a, tuple):
+                dt = getattr(a[1], "dtype", None)
+                if dt is not None and dt.kind == "f":
+                    sizes.append(dt.itemsize)
+    return max(sizes)
+
+
+def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | None = None,
+              factors: dict | None = None) -> Plan:
+    """Plan the Jacobians of ``graph`` w.r.t. ``wrt`` from shapes (and the ops' factored forms).
+
+    ``factors`` (optional, filled in) caches the factored forms built while planning, so that
+    the first execution on the same graph need not build them again.
+    """
+    itemsize = compute_itemsize(graph)
+    dtype = np.result_type(*[graph.nodes[graph.inputs[n]].value for n in wrt], np.float32)
+    factors = {} if factors is None else factors
+    if not isinstance(order, str) and graph.output is not None:
+        # the networks do not depend on the path: count them first (a fold, itemsize 0: no byte
+        # checks), so that a branching function hears why before the path meets a network it misfits
+        probe = _Planner(graph, "reverse", 0, factors)
+        _accumulate(probe, wrt, "reverse")
+        _one_network(sum(isinstance(s, NetStep) for s in probe.steps))
+    candidates = []
+    modes = {"forward": ["forward"], "reverse": ["reverse"], "bracket": ["reverse"]}.get(
+        order, ["reverse", "forward"]) if isinstance(order, str) else ["reverse"]
+    for mode in modes:
+        planner = _Planner(graph, order, itemsize, factors)
+        blocks = {n: None for n in wrt} if graph.output is None else _accumulate(planner, wrt, mode)
+        results = _finish(planner, blocks, batched)
+        strategy = f"{mode} accumulation" if len(planner.steps) > 1 or len(wrt) > 1 else "one network"
+        candidates.append((sum(s.cost.flops for s in planner.steps), planner, results, strategy))
+    _, planner, results, strategy = min(candidates, key=lambda c: c[0])  # ties: reverse, listed first
+    if not isinstance(order, str):
+        _one_network(sum(isinstance(s, NetStep) for s in planner.steps))
+    check_bytes(sum(math.prod(shape) for _, shape in results.values()) * itemsize, "the explicit Jacobians",
+                tuple(shape for _, shape in results.values()))
+    links = tuple((key, structure(factors[key])) for key in planner.used)
+    return _bookkeeping(Plan(order, strategy, tuple(planner.steps), results, links, itemsize, dtype.str,
+                             len(planner.steps)))
+
+
+def _one_network(n: int) -> None:
+    if n != 1:
+        why = "needs no contraction (only deltas)" if n == 0 else \
+            f"needs {n} (branches in the function or several wrt)"
+        raise ValueError(f"jacobian: an explicit contraction path applies to a single network; this Jacobian "
+                         f"{why}; use order='forward', 'reverse' or 'optimal'")
+
+
+def _bookkeeping(plan: Plan) -> Plan:
+    """Once per plan: what to free after each step, which added-into block must be copied first,
+    which result must be copied to be the caller's own, and where each operand is fetched from.
+
+    A single-operand network passes its operand through (a view, or an op's operand itself);
+    every other step makes a new array.  A slot that may be an input or an op's operand is
+    "borrowed": never written, and copied when it is a result."""
+    last_use: dict[int, int] = {}
+    borrowed: set[int] = set()
+    views: dict[int, int] = {}     # slot -> the slot it may be a view of
+    for i, step in enumerate(plan.steps):
+        for src in getattr(step, "sources", ()):
+            if isinstance(src, Slot):
+                last_use[src.index] = i
+        if getattr(step, "add_to", None) is not None:
+            last_use[step.add_to] = i
+        if isinstance(step, NetStep) and len(step.sources) == 1:
+            src = step.sources[0]
+            if isinstance(src, Link) or (isinstance(src, Slot) and src.index in borrowed):
+                borrowed.add(step.slot)
+            elif isinstance(src, Slot):
+                views[step.slot] = src.index
+    keep = {r[0] for r in plan.results.values() if r[0] is not None}
+    for slot, base in reversed(list(views.items())):  # a view keeps its base alive (and unwritten) while it lives
+        last_use[base] = max(last_use.get(base, -1), last_use.get(slot, -1))
+        if slot in keep:
+            keep.add(base)
+    link_pos = {key: p for p, (key, _) in enumerate(plan.links)}
+    steps = []
+    for i, step in enumerate(plan.steps):
+        free = tuple(s for s, last in last_use.items() if last == i and s not in keep)
+        if isinstance(step, NetStep):
+            fetch = tuple((0, s.index) if isinstance(s, Slot) else
+                          (1, link_pos[(s.node, s.arg)], s.operand) if isinstance(s, Link) else
+                          (2, s.shape) for s in step.sources)
+            step = replace(step, free=free, fetch=fetch)
+        elif isinstance(step, ExpandStep):
+            copy = step.add_to is not None and (last_use.get(step.add_to, -1) > i or step.add_to in keep
+                                                or step.add_to in borrowed)
+            step = replace(step, free=free, copy_target=copy)
+        else:
+            step = replace(step, free=free)
+        steps.append(step)
+
+    def root(slot: int) -> int:
+        while slot in views:
+            slot = views[slot]
+        return slot
+    results, handed = {}, set()
+    for name, (slot, shape) in plan.results.items():
+        if slot is None:
+            results[name] = Result(None, shape)
+            continue
+        # never a view of an input or an operand, never one array (or views of one) for two results
+        results[name] = Result(slot, shape, slot in borrowed or root(slot) in handed)
+        handed.add(root(slot))
+    return replace(plan, steps=tuple(steps), results=results)
