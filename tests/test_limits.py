@@ -1,6 +1,10 @@
-"""The memory limit's parsing: ``set_memory_limit`` and ``JACOBIANS_MAX_BYTES`` take whole bytes or
+"""The memory limit's parsing, and the JVP / VJP sweeps held under it.
+
+Parsing: ``set_memory_limit`` and ``JACOBIANS_MAX_BYTES`` take whole bytes or
 human sizes (KB/MB/GB/TB decimal, KiB/MiB/GiB/TiB binary) and refuse anything else in one line
-naming the function or the variable and the value; a bad variable never breaks ``import jacobians``."""
+naming the function or the variable and the value; a bad variable never breaks ``import jacobians``.
+Sweeps: ``sweep_jacobian`` builds only each chunk's basis columns and sizes its blocks before
+allocating; tracemalloc's peak stays under the limit, or the sweep is refused before allocating."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -15,7 +20,8 @@ from pathlib import Path
 
 import jacobians as jac
 from jacobians import limits
-from jacobians.limits import limited_memory, memory_limit, parse_bytes, set_memory_limit
+from jacobians.modes import sweep_jacobian
+from jacobians.limits import JacobianTooLarge, limited_memory, memory_limit, parse_bytes, set_memory_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,3 +143,72 @@ def test_the_command_line_reports_a_bad_variable_in_one_line():
     assert p.returncode == 1
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert re.match(r"jacobians: error: environment variable JACOBIANS_MAX_BYTES must .* got 'nan'$", p.stderr.strip())
+
+
+# ---------------------------------------------------------------- the sweeps' memory (compare's jvp / vjp rows)
+
+N, M, BATCH = 2000, 8, 3   # an n x n identity would be 32 MB: sixteen times the limit below
+LIMIT = 2 << 20
+
+
+def _sweep_cases():
+    r = np.random.default_rng(7)
+    W = r.normal(size=(M, N)) / 40
+    return {
+        "chain": (lambda x: jac.fn.linear(jac.fn.tanh(x), W), r.normal(size=N), None),
+        "fan-out": (lambda x: jac.fn.linear(jac.fn.tanh(x) * x + jac.fn.sigmoid(x), W), r.normal(size=N), None),
+        "per-sample": (lambda x: jac.fn.linear(jac.fn.tanh(x) * x, W), r.normal(size=(BATCH, N)), "x"),
+    }
+
+
+def _traced_sweep(graph, mode, per_sample=False):
+    tracemalloc.start()
+    try:
+        return sweep_jacobian(graph, "x", mode, per_sample=per_sample), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("mode", ["jvp", "vjp"])
+@pytest.mark.parametrize("case", ["chain", "fan-out", "per-sample"])
+def test_a_sweep_stays_under_the_memory_limit(case, mode):
+    f, x, batched = _sweep_cases()[case]
+    jf = jac.jacobian(f, wrt="x", batched=batched)
+    expected = jf(x)
+    graph, _ = jf.plan_and_graph((x,), {})
+    with limited_memory(LIMIT):
+        sweep, peak = _traced_sweep(graph, mode, per_sample=batched is not None)
+    assert peak <= LIMIT, f"{case} {mode}: peak {peak} bytes over the limit {LIMIT}"
+    assert sweep.vectors == (N if mode == "jvp" else M)
+    if mode == "jvp":  # the limit, not the 64 MiB chunk budget, sized the chunks: several vectors, not all
+        assert 1 < sweep.chunk < N
+    np.testing.assert_allclose(sweep.jacobian, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["jvp", "vjp"])
+def test_a_sweep_whose_jacobian_cannot_fit_is_refused_before_allocating(mode):
+    f, x, _ = _sweep_cases()["chain"]
+    graph, _ = jac.jacobian(f, wrt="x").plan_and_graph((x,), {})
+    with limited_memory(M * N * 8 - 1):
+        with pytest.raises(JacobianTooLarge, match=re.escape(f"the Jacobian of shape {(M, N)} needs 125.0 KiB")):
+            _traced_sweep(graph, mode)
+    tracemalloc.start()
+    try:
+        with limited_memory(M * N * 8 - 1), pytest.raises(JacobianTooLarge):
+            sweep_jacobian(graph, "x", mode)
+        assert tracemalloc.get_traced_memory()[1] < M * N * 8 // 2   # the Jacobian (128 KB) was never allocated
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_sweep_with_no_room_for_one_vector_beside_the_jacobian_is_refused():
+    f, x, _ = _sweep_cases()["chain"]
+    graph, _ = jac.jacobian(f, wrt="x").plan_and_graph((x,), {})
+    tracemalloc.start()
+    try:
+        with limited_memory(M * N * 8 + 64), pytest.raises(JacobianTooLarge,
+                                                           match=re.escape(f"the Jacobian {(M, N)} and a jvp block")):
+            sweep_jacobian(graph, "x", "jvp")
+        assert tracemalloc.get_traced_memory()[1] < M * N * 8 // 2   # the factors (a 16 KB slope), not J
+    finally:
+        tracemalloc.stop()
