@@ -291,9 +291,10 @@ def test_cross_entropy_needs_positive_phat():
 
 
 def test_norm_of_a_zero_row():
-    with pytest.raises(ValueError, match=msg("norm: the Jacobian of the norm is undefined at x = 0 (a zero row in x)")):
-        ops.norm(np.array([[3.0, 4.0], [0.0, 0.0]]))
-    n, (dn,) = ops.norm(np.array([[3.0, 4.0]]))
+    with pytest.raises(ValueError, match=msg("norm: the Jacobian is undefined where the norm is 0 (x is zero along "
+                                             "axis -1 at index (1, 0); x (2, 2))")):
+        ops.norm(np.array([[3.0, 4.0], [0.0, 0.0]]), axis=-1)
+    n, (dn,) = ops.norm(np.array([[3.0, 4.0]]), axis=-1)
     assert n[0] == 5.0
     np.testing.assert_allclose(dn, [[0.6, 0.8]])
 
@@ -331,7 +332,7 @@ def test_static_parameters():
 # ---------------------------------------------------------------- names and signatures
 
 def test_unknown_op_lists_the_ops():
-    with pytest.raises(NotImplementedError, match=msg("no op named 'conv2d'; the ops are: add, batch_norm, cross_entropy")) as e:
+    with pytest.raises(NotImplementedError, match=msg("no op named 'conv2d'; the ops are: add, batch_norm, ")) as e:
         ops.get("conv2d")
     for name in ops.OPS:
         assert name in str(e.value)

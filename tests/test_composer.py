@@ -332,8 +332,35 @@ def _case_norm():
     r, x, W, V = _data(20)
 
     def f(x, W):
-        return fn.norm(fn.tanh(fn.linear(x, W)))
+        return fn.norm(fn.tanh(fn.linear(x, W)), axis=-1)
     return f, dict(x=x, W=W), ("x", "W"), "x", dict(x=(B, D), W=(B, H, D))
+
+
+def _linalg_case(op: str):
+    """einsum and the linear-algebra ops on a per-sample (B, 2, 2) matrix M = reshape(linear(x, W)) (+ 2 I)."""
+    eye, c, v = 2 * np.eye(2), np.array([0.5, -1.0]), np.array([1.0, -0.5])
+    apply = {
+        "einsum": lambda M: fn.einsum("bij,bkj->bik", M, fn.tanh(M)),
+        "outer": lambda M: fn.outer(fn.reshape(M, (B, 4)), c),
+        "kron": lambda M: fn.kron(M, v),
+        "trace": lambda M: fn.trace(M, axis1=1, axis2=2),
+        "diagonal": lambda M: fn.diagonal(M, offset=0, axis1=1, axis2=2),
+        "inv": lambda M: fn.inv(M + eye),
+        "det": fn.det,
+        "slogdet": lambda M: fn.slogdet(M + eye),
+        "solve": lambda M: fn.solve(M + eye, c),
+        "cholesky": lambda M: fn.cholesky(fn.matmul(M, fn.transpose(M, (0, 2, 1))) + eye),
+    }[op]
+
+    def make():
+        r, x, _, _ = _data(sum(map(ord, op)))
+        W = 0.5 * r.normal(size=(4, D))
+
+        def f(x, W):
+            return apply(fn.reshape(fn.linear(x, W), (B, 2, 2)))
+        out = np.shape(f(x, W))
+        return f, dict(x=x, W=W), ("x", "W"), "x", dict(x=out + (D,), W=out + (4, D))
+    return make
 
 
 OP_CASES = {
@@ -344,6 +371,8 @@ OP_CASES = {
     "layer_norm": _case_layer_norm, "batch_norm": _case_batch_norm, "mse": _case_mse,
     "cross_entropy": _case_cross_entropy, "softmax_cross_entropy": _case_softmax_cross_entropy,
     "norm": _case_norm,
+    **{op: _linalg_case(op) for op in ("einsum", "outer", "kron", "trace", "diagonal", "inv", "det", "slogdet",
+                                        "solve", "cholesky")},
     "exp": _elementwise_case("exp"), "sigmoid": _elementwise_case("sigmoid"),
     "tanh": _elementwise_case("tanh"), "leaky_relu": _elementwise_case("leaky_relu", alpha=0.1),
     "softplus": _elementwise_case("softplus"), "square": _elementwise_case("square"),

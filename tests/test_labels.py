@@ -7,6 +7,7 @@ give correct Jacobians, checked against central differences.
 
 from __future__ import annotations
 
+import functools
 import string
 
 import numpy as np
@@ -137,7 +138,9 @@ def test_jacobian_of_a_function_on_30_dims():
 # ---------------------------------------------------------------- op metadata
 
 FAMILIES = {
-    "linalg": {"linear", "matmul", "dot", "norm"},
+    "linalg": {"linear", "matmul", "dot", "norm", "outer", "kron", "trace", "diagonal", "inv", "det", "slogdet",
+               "solve", "cholesky"},
+    "contractions": {"einsum"},
     "elementwise": {"add", "subtract", "multiply", "divide", "negative", "exp", "log", "sigmoid", "tanh", "relu",
                     "leaky_relu", "softplus", "square", "sqrt", "power"},
     "reductions": {"sum", "mean"},
@@ -148,7 +151,9 @@ FAMILIES = {
 
 NUMPY = {"add": ("add",), "subtract": ("subtract",), "multiply": ("multiply",), "divide": ("divide", "true_divide"),
          "negative": ("negative",), "exp": ("exp",), "log": ("log",), "tanh": ("tanh",), "square": ("square",),
-         "sqrt": ("sqrt",), "matmul": ("matmul",), "dot": ("vecdot",)}
+         "sqrt": ("sqrt",), "matmul": ("matmul",), "dot": ("vecdot",),
+         "einsum": ("einsum",), "kron": ("kron",), "trace": ("trace",), "diagonal": ("diagonal",),
+         "inv": ("linalg.inv",), "det": ("linalg.det",), "solve": ("linalg.solve",), "norm": ("linalg.norm",)}
 
 
 def test_every_op_has_a_family_module_and_a_formula():
@@ -179,18 +184,29 @@ NUMPY_CASES = {
     "sqrt": [((2, 3),), ((),)],
     "matmul": [((2, 3), (3, 4)), ((3,), (3,)), ((3,), (2, 3, 4)), ((5, 2, 3), (3,)), ((5, 1, 2, 3), (4, 3, 2))],
     "dot": [((2, 3), (3,)), ((3,), (3,)), ((4, 1, 3), (2, 3))],
+    "kron": [((2, 3), (3,)), ((2,), (2, 2)), ((2, 1, 2), (3, 2))],
+    "trace": [((3, 3),), ((2, 3, 4),)],
+    "diagonal": [((3, 3),), ((2, 3, 4),)],
+    "inv": [((3, 3),), ((2, 3, 3),)],
+    "det": [((3, 3),), ((2, 3, 3),)],
+    "solve": [((3, 3), (3,)), ((2, 3, 3), (3,)), ((2, 3, 3), (2, 3, 2)), ((3, 3), (4, 3, 1))],
+    "norm": [((3,),), ((2, 3),), ((2, 3, 4),)],
 }
+
+# the subscripts numpy's einsum takes first, before the operands
+NUMPY_LEADING = {"einsum": [("ij,jk->ik", (2, 3), (3, 4)), ("...ii->...i", (2, 3, 3)), ("i,i", (3,), (3,))]}
 
 
 @pytest.mark.parametrize("name", sorted(NUMPY))
 def test_numpy_names_have_the_same_values(name):
     op = OPS[name]
-    assert set(NUMPY_CASES) == set(NUMPY)
+    assert set(NUMPY_CASES) | set(NUMPY_LEADING) == set(NUMPY)
     rng = np.random.default_rng(7)
-    for shapes in NUMPY_CASES[name]:
-        args = [rng.uniform(0.5, 2.0, size=s) for s in shapes]   # inside every op's domain
+    for case in NUMPY_CASES.get(name, NUMPY_LEADING.get(name)):
+        lead, shapes = (case[:1], case[1:]) if name in NUMPY_LEADING else ((), case)
+        args = [*lead, *(rng.uniform(0.5, 2.0, size=s) for s in shapes)]   # inside every op's domain
         value, _ = op(*args, batch=False)
         for np_name in op.numpy:
-            ref = getattr(np, np_name)(*args)
+            ref = functools.reduce(getattr, np_name.split("."), np)(*args)
             assert value.shape == np.shape(ref), (name, np_name, shapes)
             np.testing.assert_allclose(value, ref, rtol=1e-14, atol=0, err_msg=f"{name} vs np.{np_name} {shapes}")

@@ -55,6 +55,10 @@ def OneHot(*shape):
     return Arg(shape, "onehot")
 
 
+def Spd(*shape):
+    return Arg(shape, "spd")
+
+
 def Labels(classes, *shape):
     return Arg(shape, "labels", classes)
 
@@ -68,7 +72,8 @@ class Spec(NamedTuple):
 
     @property
     def id(self) -> str:
-        args = ",".join("None" if a is None else "x".join(map(str, a.shape)) or "()" for a in self.args)
+        args = ",".join("None" if a is None else repr(a) if isinstance(a, str) else "x".join(map(str, a.shape)) or "()"
+                        for a in self.args)
         params = ",".join(f"{k}={v}" for k, v in self.params.items())
         return f"{self.op}({args}{';' + params if params else ''})"
 
@@ -143,11 +148,11 @@ SPECS: list[Spec] = [
         S(op, [N(1, 3)], [(1, 3, 3)], [(1, 3, 1, 3)]),
         S(op, [N(4)], None, [(4, 4)]),
     ]],
-    *[s for op in ("logsumexp", "norm") for s in [
-        S(op, [N(3, 4)], [(3, 4)], [(3, 3, 4)]),
-        S(op, [N(2, 3, 4)], [(2, 3, 3, 4)], [(2, 3, 2, 3, 4)]),
-        S(op, [N(1, 2)], [(1, 2)], [(1, 1, 2)]),
-        S(op, [N(4)], None, [(4,)]),
+    *[s for op, kw in (("logsumexp", {}), ("norm", {"axis": -1})) for s in [
+        S(op, [N(3, 4)], [(3, 4)], [(3, 3, 4)], **kw),
+        S(op, [N(2, 3, 4)], [(2, 3, 3, 4)], [(2, 3, 2, 3, 4)], **kw),
+        S(op, [N(1, 2)], [(1, 2)], [(1, 1, 2)], **kw),
+        S(op, [N(4)], None, [(4,)], **kw),
     ]],
 
     # layer norm: x per sample, gamma and beta shared
@@ -214,13 +219,67 @@ for _op, _kind, _params in ELEMENTWISE:
         S(_op, [_kind()], None, [()], **_params),
     ]
 
+# einsum (subscripts first) and linear algebra; with batch=True an einsum operand is per-sample when its first
+# label is the output's first label, a linalg op's leading axes are the batch
+SPECS += [
+    S("einsum", ["ij,jk->ik", N(2, 3), N(3, 4)], [(2, 4, 3), (2, 4, 3, 4)], [(2, 4, 2, 3), (2, 4, 3, 4)]),
+    S("einsum", ["bqd,bkd->bqk", N(2, 3, 4), N(2, 5, 4)], [(2, 3, 5, 3, 4), (2, 3, 5, 5, 4)],
+      [(2, 3, 5, 2, 3, 4), (2, 3, 5, 2, 5, 4)]),
+    S("einsum", ["ii->i", N(3, 3)], [(3, 3)], [(3, 3, 3)]),                         # diagonal
+    S("einsum", ["ii", N(3, 3)], [(3, 3)], [(3, 3)]),                               # trace (implicit output)
+    S("einsum", ["ij->ji", N(2, 3)], [(3, 2, 2, 3)], [(3, 2, 2, 3)]),               # transpose: not per-sample
+    S("einsum", ["ij", N(2, 3)], [(2, 3, 3)], [(2, 3, 2, 3)]),                      # implicit identity
+    S("einsum", ["...ij,...jk", N(2, 2, 3), N(3, 4)], [(2, 2, 4, 2, 3), (2, 2, 4, 3, 4)],
+      [(2, 2, 4, 2, 2, 3), (2, 2, 4, 3, 4)]),
+    S("einsum", ["i,i", N(1), N(3)], [(1,), (3,)], [(1,), (3,)]),                   # size-1 broadcast
+    S("einsum", ["i,ij,j", N(3), N(3, 4), N(4)], [(3,), (3, 4), (4,)], [(3,), (3, 4), (4,)]),   # bilinear form
+    S("einsum", ["bi,bj->bij", N(2, 3), N(2, 4)], [(2, 3, 4, 3), (2, 3, 4, 4)], [(2, 3, 4, 2, 3), (2, 3, 4, 2, 4)]),
+
+    S("outer", [N(3), N(4)], None, [(3, 4, 3), (3, 4, 4)]),
+    S("outer", [N(2, 3), N(2, 4)], [(2, 3, 4, 3), (2, 3, 4, 4)], [(2, 3, 4, 2, 3), (2, 3, 4, 2, 4)]),
+    S("outer", [N(2, 3), N(4)], [(2, 3, 4, 3), (2, 3, 4, 4)], [(2, 3, 4, 2, 3), (2, 3, 4, 4)]),
+    S("kron", [N(2, 2), N(3, 2)], [(6, 4, 2, 2), (6, 4, 3, 2)], [(6, 4, 2, 2), (6, 4, 3, 2)]),
+    S("kron", [N(3, 2), N(4)], [(3, 8, 2), (3, 8, 4)], [(3, 8, 3, 2), (3, 8, 4)]),   # b has size 1 on axis 0
+    S("kron", [N(2), N(2, 3)], [(2, 6, 2), (2, 6, 3)], [(2, 6, 2), (2, 6, 2, 3)]),
+    S("trace", [N(3, 3)], [(3, 3)], [(3, 3)]),
+    S("trace", [N(2, 3, 3)], [(2, 3, 3)], [(2, 2, 3, 3)], axis1=1, axis2=2),
+    S("trace", [N(2, 3, 4)], [(3, 2, 3, 4)], [(3, 2, 3, 4)], offset=-1, axis1=2, axis2=0),
+    S("diagonal", [N(3, 3)], [(3, 3)], [(3, 3, 3)]),
+    S("diagonal", [N(3, 4)], [(3, 4)], [(3, 3, 4)], offset=1),
+    S("diagonal", [N(2, 4, 3)], [(2, 3, 4, 3)], [(2, 3, 2, 4, 3)], offset=-1, axis1=1, axis2=2),
+    *[s for op in ("inv",) for s in [
+        S(op, [N(3, 3)], None, [(3, 3, 3, 3)]),
+        S(op, [N(2, 3, 3)], [(2, 3, 3, 3, 3)], [(2, 3, 3, 2, 3, 3)]),
+    ]],
+    *[s for op in ("det", "slogdet") for s in [
+        S(op, [N(3, 3)], None, [(3, 3)]),
+        S(op, [N(2, 3, 3)], [(2, 3, 3)], [(2, 2, 3, 3)]),
+        S(op, [N(1, 2, 2)], [(1, 2, 2)], [(1, 1, 2, 2)]),
+    ]],
+    S("solve", [N(3, 3), N(3)], None, [(3, 3, 3), (3, 3)]),
+    S("solve", [N(2, 3, 3), N(2, 3, 2)], [(2, 3, 2, 3, 3), (2, 3, 2, 3, 2)], [(2, 3, 2, 2, 3, 3), (2, 3, 2, 2, 3, 2)]),
+    S("solve", [N(2, 3, 3), N(3)], [(2, 3, 3, 3), (2, 3, 3)], [(2, 3, 2, 3, 3), (2, 3, 3)]),
+    S("solve", [N(3, 3), N(2, 3, 2)], [(2, 3, 2, 3, 3), (2, 3, 2, 3, 2)], [(2, 3, 2, 3, 3), (2, 3, 2, 2, 3, 2)]),
+    S("cholesky", [Spd(3, 3)], None, [(3, 3, 3, 3)]),
+    S("cholesky", [Spd(2, 3, 3)], [(2, 3, 3, 3, 3)], [(2, 3, 3, 2, 3, 3)]),
+    S("cholesky", [Spd(2, 2, 2)], [(2, 2, 2, 2, 2)], [(2, 2, 2, 2, 2, 2)], upper=True),
+    # norm with numpy.linalg.norm's meaning (the per-row norm is axis=-1, above)
+    S("norm", [N(3, 4)], [(3, 4)], [(3, 4)]),                                        # Frobenius of everything
+    S("norm", [N(4)], None, [(4,)]),
+    S("norm", [N(3, 4)], [(1, 4, 3, 4)], [(1, 4, 3, 4)], axis=0, keepdims=True),
+    *[S("norm", [N(3, 4)], [(3, 4)], [(3, 3, 4)], axis=1, ord=o) for o in (1, 3, np.inf, -np.inf, 0.5, -1.5)],
+    *[S("norm", [N(2, 3, 4)], [(2, 3, 4)], [(2, 2, 3, 4)], axis=(1, 2), ord=o)
+      for o in ("fro", "nuc", 1, -1, 2, -2, np.inf, -np.inf)],
+    S("norm", [N(2, 3, 4)], [(2, 3, 4)], [(2, 2, 3, 4)], axis=(2, 1), ord=1),        # rows and columns swapped
+]
+
 
 def make_args(spec: Spec, dtype=np.float64) -> list:
     rng = np.random.default_rng(zlib.crc32(spec.id.encode()))
     out = []
     for a in spec.args:
-        if a is None:
-            out.append(None)
+        if a is None or isinstance(a, str):   # an absent argument; einsum's subscripts
+            out.append(a)
             continue
         if a.kind == "normal":
             v = rng.normal(size=a.shape)
@@ -231,6 +290,9 @@ def make_args(spec: Spec, dtype=np.float64) -> list:
         elif a.kind == "prob":
             e = rng.uniform(0.2, 1.0, size=a.shape)
             v = e / e.sum(axis=-1, keepdims=True)
+        elif a.kind == "spd":    # symmetric positive definite (..., n, n)
+            m = rng.normal(size=a.shape)
+            v = m @ np.swapaxes(m, -1, -2) + a.shape[-1] * np.eye(a.shape[-1])
         elif a.kind == "onehot":
             v = np.eye(a.shape[-1])[rng.integers(0, a.shape[-1], size=a.shape[:-1])]
         elif a.kind == "labels":

@@ -28,7 +28,8 @@ One module per family; every op is registered through :func:`~jacobians.ops._reg
 (``defop`` is its decorator form) and carries ``family``, ``formula`` (its Jacobian in one
 line) and ``numpy`` (the numpy functions that have exactly its meaning):
 
-* ``linalg``: linear, matmul, dot, norm
+* ``linalg``: linear, matmul, dot, outer, kron, trace, diagonal, inv, det, slogdet, solve, cholesky, norm
+* ``contractions``: einsum (numpy's subscripts; the Jacobian w.r.t. each operand is an einsum with deltas)
 * ``elementwise``: add, subtract, multiply, divide, negative, exp, log, sigmoid, tanh, relu,
   leaky_relu, softplus, square, sqrt, power
 * ``reductions``: sum, mean
@@ -39,7 +40,9 @@ line) and ``numpy`` (the numpy functions that have exactly its meaning):
 
 
 from ._registry import OPS, Op, get
-from .linalg import dot, linear, matmul, norm
+from .linalg import (cholesky, det, diagonal, dot, inv, kron, linear, matmul, norm, outer, slogdet, solve,
+                     trace)
+from .contractions import einsum
 from .elementwise import (add, divide, exp, leaky_relu, log, multiply, negative, power, relu, sigmoid,
                           softplus, sqrt, square, subtract, tanh)
 from .reductions import mean, sum
