@@ -144,11 +144,13 @@ FAMILIES = {
     "shape": {"reshape", "transpose"},
     "normalization": {"softmax", "log_softmax", "logsumexp", "layer_norm", "batch_norm"},
     "losses": {"mse", "cross_entropy", "softmax_cross_entropy"},
+    "piecewise": {"where", "maximum", "minimum", "abs", "clip", "amax", "amin"},
 }
 
 NUMPY = {"add": ("add",), "subtract": ("subtract",), "multiply": ("multiply",), "divide": ("divide", "true_divide"),
          "negative": ("negative",), "exp": ("exp",), "log": ("log",), "tanh": ("tanh",), "square": ("square",),
-         "sqrt": ("sqrt",), "matmul": ("matmul",), "dot": ("vecdot",)}
+         "sqrt": ("sqrt",), "matmul": ("matmul",), "dot": ("vecdot",),
+         "maximum": ("maximum", "fmax"), "minimum": ("minimum", "fmin"), "abs": ("absolute", "fabs")}
 
 
 def test_every_op_has_a_family_module_and_a_formula():
@@ -179,6 +181,9 @@ NUMPY_CASES = {
     "sqrt": [((2, 3),), ((),)],
     "matmul": [((2, 3), (3, 4)), ((3,), (3,)), ((3,), (2, 3, 4)), ((5, 2, 3), (3,)), ((5, 1, 2, 3), (4, 3, 2))],
     "dot": [((2, 3), (3,)), ((3,), (3,)), ((4, 1, 3), (2, 3))],
+    "maximum": [((2, 3), (3,)), ((4, 1, 3), (2, 1)), ((), (2,))],
+    "minimum": [((2, 3), (3,)), ((3,), ())],
+    "abs": [((2, 3),), ((),)],
 }
 
 
