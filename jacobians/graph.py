@@ -348,7 +348,11 @@ def _defaults(name: str, **given) -> None:
             continue
         if value is default or (isinstance(value, str) and value == default):
             continue
-        raise TypeError(f"{name}: {arg}={value!r} is not supported on traced values (only numpy's default, "
+        if isinstance(value, tuple) and len(value) == 1:  # a ufunc's out=
+            value = value[0]
+        shown = f"an array {np.shape(_unwrap(value))}" if isinstance(value, (np.ndarray, Traced, TracedBool)) else (
+            "arrays" if isinstance(value, tuple) else repr(value))
+        raise TypeError(f"{name}: {arg}={shown} is not supported on traced values (only numpy's default, "
                         f"{arg}={default!r}); {_HINTS.get(arg, 'leave it out')}")
 
 
@@ -566,12 +570,14 @@ class TraceContext(NamedTuple):
     """Where a traced op call failed, attached to the error as ``err.trace_context``.
 
     ``inputs`` maps each argument to what was passed (``"tanh_0 (3, 5)"`` for a traced value,
-    ``"(4,)"`` for a constant array); ``shapes`` maps arguments to shapes; ``before`` lists the
-    nodes traced before this one; ``message`` is the op's own message, ``original`` its error."""
+    ``"(4,)"`` for a constant array), ``traced`` names the traced ones; ``shapes`` maps arguments
+    to shapes; ``before`` lists the nodes traced before this one; ``message`` is the op's own
+    message, ``original`` its error.  ``where()`` is the caller as ``"net() at model.py:12"``."""
 
     op: str
     node: str
     inputs: dict
+    traced: frozenset
     shapes: dict
     filename: str | None
     lineno: int | None
@@ -624,8 +630,9 @@ def _with_context(e: Exception, op: _ops.Op, graph: Graph, args, kwargs) -> Exce
         line = linecache.getline(filename, lineno).strip()
     message = " ".join(str(e).split())
     before = tuple(graph.describe(i) for i, n in enumerate(graph.nodes) if n.op is not None)
-    ctx = TraceContext(op.name, node, inputs, shapes, filename, lineno, function, line, before, message, e)
-    described = ", ".join(f"{k} = {v}" if isinstance(bound.get(k), Traced) else f"{k} {v}" for k, v in inputs.items())
+    traced = frozenset(k for k, a in bound.items() if isinstance(a, Traced))
+    ctx = TraceContext(op.name, node, inputs, traced, shapes, filename, lineno, function, line, before, message, e)
+    described = ", ".join(f"{k} = {v}" if k in traced else f"{k} {v}" for k, v in inputs.items())
     text = f"{message} (at {node} = {op.name}({described})" + (f", called from {ctx.where()}" if filename else "") + ")"
     try:
         new = type(e)(text)
