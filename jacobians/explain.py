@@ -25,8 +25,6 @@ the op's own message.
 
 from __future__ import annotations
 
-import inspect
-import linecache
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -42,8 +40,6 @@ from .limits import JacobianTooLarge
 __all__ = ["explain", "Explanation", "Step", "ExplainError"]
 
 MAX_PATHS = 16  # chain-rule paths written out for a branching function
-# the code of jacobians.fn.<op>: the frame of a failing op call in a traceback runs it
-_OP_CALL = next(c for c in _graph._traced_op.__code__.co_consts if inspect.iscode(c) and c.co_name == "call")
 
 
 class ExplainError(ValueError):
@@ -414,46 +410,20 @@ def _render(ex: Explanation, graph) -> str:
 # ---------------------------------------------------------------- errors while tracing
 
 def _traced_error(e: ValueError, fname: str) -> ValueError:
-    """The op where tracing failed, its input shapes and the caller's line, around the op's message."""
-    frames, tb = [], e.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    op_frame = caller = None
-    for i, fr in enumerate(frames):
-        if fr.f_code is _OP_CALL:
-            op_frame, caller = fr, frames[i - 1] if i > 0 else None
-    if op_frame is None:
+    """The op where tracing failed, its input shapes and the caller's line, around the op's message.
+
+    The tracer attaches a :class:`jacobians.graph.TraceContext` to an op's error as ``trace_context``."""
+    ctx = getattr(e, "trace_context", None)
+    if ctx is None:
         return ExplainError(f"explain {fname}: {_one_line(e)}", original=e)
-    op = op_frame.f_locals.get("op")
-    args, kwargs = op_frame.f_locals.get("args", ()), op_frame.f_locals.get("kwargs", {})
-    try:
-        bound = dict(op.signature.bind_partial(*args, **kwargs).arguments)
-    except TypeError:
-        bound = {f"arg{i}": a for i, a in enumerate(args)} | dict(kwargs)
-    graph = next((a.graph for a in bound.values() if isinstance(a, _graph.Traced)), None)
-    node = f"{op.name}_{sum(1 for n in graph.nodes if n.op is op)}" if graph is not None else op.name
-    shapes, described = {}, []
-    for name, a in bound.items():
-        if isinstance(a, _graph.Traced):
-            shapes[name] = tuple(a.shape)
-            described.append(f"{name} = {graph.nodes[a.index].name} {tuple(a.shape)}")
-        elif isinstance(a, np.ndarray) or (isinstance(a, (list, tuple)) and name in op.arrays):
-            shapes[name] = tuple(np.shape(a))
-            described.append(f"{name} {tuple(np.shape(a))}")
-        elif name in op.arrays and a is not None:
-            described.append(f"{name} {a!r}")
+    described = [f"{k} = {v}" if k in ctx.traced else f"{k} {v}" for k, v in ctx.inputs.items()]
     where = ""
-    if caller is not None:
-        line = linecache.getline(caller.f_code.co_filename, caller.f_lineno).strip()
-        where = f", called from {caller.f_code.co_name}() line {caller.f_lineno}" + (f" `{line}`" if line else "")
-    before = ""
-    if graph is not None:
-        done = [graph.describe(i) for i, n in enumerate(graph.nodes) if n.op is not None]
-        before = f" Traced before it: {', '.join(done)}." if done else " It was the first op."
-    msg = (f"explain {fname}: a shape mistake at {node} (op {op.name}){where}, with inputs "
-           f"{', '.join(described) or 'none'}. The op says: {_one_line(e)}.{before}")
-    return ExplainError(msg, op.name, node, shapes, e)
+    if ctx.filename is not None:
+        where = f", called from {ctx.function}() line {ctx.lineno}" + (f" `{ctx.line}`" if ctx.line else "")
+    before = f" Traced before it: {', '.join(ctx.before)}." if ctx.before else " It was the first op."
+    msg = (f"explain {fname}: a shape mistake at {ctx.node} (op {ctx.op}){where}, with inputs "
+           f"{', '.join(described) or 'none'}. The op says: {ctx.message.rstrip('.')}.{before}")
+    return ExplainError(msg, ctx.op, ctx.node, dict(ctx.shapes), e)
 
 
 def _one_line(e: BaseException) -> str:

@@ -147,13 +147,15 @@ FAMILIES = {
     "shape": {"reshape", "transpose"},
     "normalization": {"softmax", "log_softmax", "logsumexp", "layer_norm", "batch_norm"},
     "losses": {"mse", "cross_entropy", "softmax_cross_entropy"},
+    "piecewise": {"where", "maximum", "minimum", "abs", "clip", "amax", "amin"},
 }
 
 NUMPY = {"add": ("add",), "subtract": ("subtract",), "multiply": ("multiply",), "divide": ("divide", "true_divide"),
          "negative": ("negative",), "exp": ("exp",), "log": ("log",), "tanh": ("tanh",), "square": ("square",),
          "sqrt": ("sqrt",), "matmul": ("matmul",), "dot": ("vecdot",),
          "einsum": ("einsum",), "kron": ("kron",), "trace": ("trace",), "diagonal": ("diagonal",),
-         "inv": ("linalg.inv",), "det": ("linalg.det",), "solve": ("linalg.solve",), "norm": ("linalg.norm",)}
+         "inv": ("linalg.inv",), "det": ("linalg.det",), "solve": ("linalg.solve",), "norm": ("linalg.norm",),
+         "maximum": ("maximum", "fmax"), "minimum": ("minimum", "fmin"), "abs": ("absolute", "fabs")}
 
 
 def test_every_op_has_a_family_module_and_a_formula():
@@ -191,6 +193,9 @@ NUMPY_CASES = {
     "det": [((3, 3),), ((2, 3, 3),)],
     "solve": [((3, 3), (3,)), ((2, 3, 3), (3,)), ((2, 3, 3), (2, 3, 2)), ((3, 3), (4, 3, 1))],
     "norm": [((3,),), ((2, 3),), ((2, 3, 4),)],
+    "maximum": [((2, 3), (3,)), ((4, 1, 3), (2, 1)), ((), (2,))],
+    "minimum": [((2, 3), (3,)), ((3,), ())],
+    "abs": [((2, 3),), ((),)],
 }
 
 # the subscripts numpy's einsum takes first, before the operands

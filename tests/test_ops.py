@@ -63,6 +63,10 @@ def Labels(classes, *shape):
     return Arg(shape, "labels", classes)
 
 
+def Mask(*shape):
+    return Arg(shape, "mask")
+
+
 class Spec(NamedTuple):
     op: str
     args: tuple
@@ -272,6 +276,39 @@ SPECS += [
       for o in ("fro", "nuc", 1, -1, 2, -2, np.inf, -np.inf)],
     S("norm", [N(2, 3, 4)], [(2, 3, 4)], [(2, 2, 3, 4)], axis=(2, 1), ord=1),        # rows and columns swapped
 ]
+# piecewise ops (jacobians/ops/piecewise.py): random inputs have no ties; ties are tested in test_piecewise.py
+for _op in ("maximum", "minimum"):
+    SPECS += [
+        S(_op, [N(3, 4), N(3, 4)], [(3, 4, 4), (3, 4, 4)], [(3, 4, 3, 4), (3, 4, 3, 4)]),
+        S(_op, [N(3, 4), N(4)], [(3, 4, 4), (3, 4, 4)], [(3, 4, 3, 4), (3, 4, 4)]),
+        S(_op, [N(3, 2), N()], [(3, 2, 2), (3, 2)], [(3, 2, 3, 2), (3, 2)]),                    # maximum(h, 0)
+        S(_op, [N(2, 1, 3), N(4, 1)], [(2, 4, 3, 1, 3), (2, 4, 3, 4, 1)], [(2, 4, 3, 2, 1, 3), (2, 4, 3, 4, 1)]),
+        S(_op, [N(4), N(4)], [(4,), (4,)], [(4, 4), (4, 4)]),
+    ]
+SPECS += [
+    S("where", [Mask(3, 4), N(3, 4), N(3, 4)], [(3, 4, 4), (3, 4, 4)], [(3, 4, 3, 4), (3, 4, 3, 4)]),
+    S("where", [Mask(3, 4), N(3, 4), N()], [(3, 4, 4), (3, 4)], [(3, 4, 3, 4), (3, 4)]),
+    S("where", [Mask(4), N(3, 4), N(3, 1)], [(3, 4, 4), (3, 4, 1)], [(3, 4, 3, 4), (3, 4, 3, 1)]),
+    S("where", [Mask(2, 1, 3), N(4, 1), N(1)], [(2, 4, 3, 4, 1), (2, 4, 3, 1)], [(2, 4, 3, 4, 1), (2, 4, 3, 1)]),
+    S("where", [Mask(), N(2, 3), N(2, 3)], [(2, 3, 3), (2, 3, 3)], [(2, 3, 2, 3), (2, 3, 2, 3)]),
+    *[S("abs", [Away(*shape)], batched, unbatched) for shape, batched, unbatched in [
+        ((3, 4), [(3, 4, 4)], [(3, 4, 3, 4)]), ((2, 3, 2), [(2, 3, 2, 3, 2)], [(2, 3, 2, 2, 3, 2)]),
+        ((4,), [(4,)], [(4, 4)]), ((), None, [()])]],
+    S("clip", [N(3, 4)], [(3, 4, 4)], [(3, 4, 3, 4)], lo=-0.5, hi=0.5),
+    S("clip", [N(3, 4)], [(3, 4, 4)], [(3, 4, 3, 4)], lo=0.0),
+    S("clip", [N(2, 3, 2)], [(2, 3, 2, 3, 2)], [(2, 3, 2, 2, 3, 2)], hi=0.3),
+    S("clip", [N(4)], [(4,)], [(4, 4)], lo=-1.0, hi=1.0),
+    # amax / amin: the batch axis counts as axis 0, as for sum
+    *[s for op in ("amax", "amin") for s in [
+        S(op, [N(3, 4)], [(3, 4)], [(3, 4)], axis=None),
+        S(op, [N(3, 4)], [(3, 4)], [(3, 3, 4)], axis=1),
+        S(op, [N(3, 4)], [(4, 3, 4)], [(4, 3, 4)], axis=0),
+        S(op, [N(2, 3, 4)], [(2, 3, 3, 4)], [(2, 3, 2, 3, 4)], axis=-1),
+        S(op, [N(2, 3, 4)], [(2, 1, 1, 3, 4)], [(2, 1, 1, 2, 3, 4)], axis=(1, 2), keepdims=True),
+        S(op, [N(2, 3, 4)], [(3, 2, 3, 4)], [(3, 2, 3, 4)], axis=(0, 2)),
+        S(op, [N(2, 3)], [(2, 3)], [(2, 3)]),
+    ]],
+]
 
 
 def make_args(spec: Spec, dtype=np.float64) -> list:
@@ -297,6 +334,9 @@ def make_args(spec: Spec, dtype=np.float64) -> list:
             v = np.eye(a.shape[-1])[rng.integers(0, a.shape[-1], size=a.shape[:-1])]
         elif a.kind == "labels":
             out.append(rng.integers(0, a.classes, size=a.shape))
+            continue
+        elif a.kind == "mask":
+            out.append(rng.uniform(size=a.shape) > 0.5)
             continue
         else:
             raise AssertionError(a.kind)

@@ -36,6 +36,7 @@ line) and ``numpy`` (the numpy functions that have exactly its meaning):
 * ``shape``: reshape, transpose
 * ``normalization``: softmax, log_softmax, logsumexp, layer_norm, batch_norm
 * ``losses``: mse, cross_entropy, softmax_cross_entropy
+* ``piecewise``: where, maximum, minimum, abs, clip, amax, amin
 """
 
 
@@ -49,5 +50,6 @@ from .reductions import mean, sum
 from .shape import reshape, transpose
 from .normalization import batch_norm, layer_norm, log_softmax, logsumexp, softmax
 from .losses import cross_entropy, mse, softmax_cross_entropy
+from .piecewise import abs, amax, amin, clip, maximum, minimum, where
 
 __all__ = ["Op", "OPS", "get"]  # the ops themselves are attributes: jac.ops.linear, jac.ops.sum (not star-exported)
