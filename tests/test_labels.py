@@ -144,6 +144,8 @@ FAMILIES = {
     "shape": {"reshape", "transpose"},
     "normalization": {"softmax", "log_softmax", "logsumexp", "layer_norm", "batch_norm"},
     "losses": {"mse", "cross_entropy", "softmax_cross_entropy"},
+    "indexing": {"getitem", "take", "embedding", "pad", "flip", "roll", "tile", "repeat", "broadcast_to",
+                 "expand_dims", "squeeze", "swapaxes", "moveaxis"},
 }
 
 NUMPY = {"add": ("add",), "subtract": ("subtract",), "multiply": ("multiply",), "divide": ("divide", "true_divide"),

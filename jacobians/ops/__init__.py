@@ -35,6 +35,8 @@ line) and ``numpy`` (the numpy functions that have exactly its meaning):
 * ``shape``: reshape, transpose
 * ``normalization``: softmax, log_softmax, logsumexp, layer_norm, batch_norm
 * ``losses``: mse, cross_entropy, softmax_cross_entropy
+* ``indexing``: getitem, take, embedding, pad, flip, roll, tile, repeat (index maps), broadcast_to,
+  expand_dims, squeeze, swapaxes, moveaxis (deltas only); helpers over them: concatenate, stack, split
 """
 
 
@@ -46,5 +48,7 @@ from .reductions import mean, sum
 from .shape import reshape, transpose
 from .normalization import batch_norm, layer_norm, log_softmax, logsumexp, softmax
 from .losses import cross_entropy, mse, softmax_cross_entropy
+from .indexing import (broadcast_to, concatenate, embedding, expand_dims, flip, getitem, moveaxis, pad, repeat,
+                       roll, split, squeeze, stack, swapaxes, take, tile)
 
 __all__ = ["Op", "OPS", "get"]  # the ops themselves are attributes: jac.ops.linear, jac.ops.sum (not star-exported)
