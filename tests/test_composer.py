@@ -1044,7 +1044,7 @@ def _xw():
 
 def test_a_numpy_function_the_tracer_does_not_know():
     x, W = _xw()
-    with pytest.raises(TypeError, match=r"np\.sin is not a toolkit op.*the ops are: add, batch_norm"):
+    with pytest.raises(TypeError, match=r"np\.sin is not a toolkit op.*the ops are: add, "):
         jac.jacobian(lambda x, W: np.sin(fn.linear(x, W)), wrt="x")(x, W)
     with pytest.raises(TypeError, match=r"np\.concatenate is not a toolkit op"):
         jac.jacobian(lambda x, W: np.concatenate([fn.linear(x, W), fn.linear(x, W)]), wrt="x")(x, W)

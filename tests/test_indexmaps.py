@@ -192,3 +192,21 @@ def test_product_through_a_gather_never_allocates_out_x_in():
     one_hot = B * T * V * 8                                 # a float (B, T, V) one-hot: 164 MB
     assert peak < 2.5 * V * d * 8, peak                     # the (V, d) result and little else
     assert peak < one_hot / 5, peak
+
+
+def test_product_through_a_conv_map_never_allocates_out_x_in():
+    B, C, O, H, k = 4, 3, 5, 32, 5
+    x = RNG.normal(size=(B, C, H, H))
+    W = RNG.normal(size=(O, C, k, k))
+    _, (fx, _) = jac.ops.conv2d.factored(x, W)
+    out_x_in = B * O * (H - k + 1) ** 2 * C * H * H * 8      # the dense per-batch Jacobian: 330 MB
+    v = RNG.normal(size=fx.in_shape + (2,))
+    tracemalloc.start()
+    jv, _, _ = fx.product(v, "in")
+    vj, _, _ = fx.product(jv, "out")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    im2col = B * C * (H - k + 1) ** 2 * k * k * 2 * 8        # the tangent's patches, as any im2col conv reads them
+    assert peak < 6 * im2col and peak < out_x_in / 10, (peak, im2col, out_x_in)   # measured: 4.3x im2col
+    for s in range(2):
+        np.testing.assert_allclose(jv[..., s], jac.ops.conv2d(v[..., s], W)[0], atol=1e-10)

@@ -146,6 +146,7 @@ FAMILIES = {
     "losses": {"mse", "cross_entropy", "softmax_cross_entropy"},
     "indexing": {"getitem", "take", "embedding", "pad", "flip", "roll", "tile", "repeat", "broadcast_to",
                  "expand_dims", "squeeze", "swapaxes", "moveaxis"},
+    "conv": {"conv1d", "conv2d", "max_pool2d", "avg_pool2d"},
 }
 
 NUMPY = {"add": ("add",), "subtract": ("subtract",), "multiply": ("multiply",), "divide": ("divide", "true_divide"),

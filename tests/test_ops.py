@@ -213,6 +213,21 @@ SPECS: list[Spec] = [
     S("swapaxes", [N(3, 4)], [(4, 3, 3, 4)], [(4, 3, 3, 4)], axis1=0, axis2=1),
     S("moveaxis", [N(2, 3, 4)], [(3, 4, 2, 2, 3, 4)], [(3, 4, 2, 2, 3, 4)], source=0, destination=-1),
     S("moveaxis", [N(2, 3, 4)], [(2, 4, 3, 3, 4)], [(2, 4, 3, 2, 3, 4)], source=2, destination=1),
+    # convolution and pooling (PyTorch's NCHW): input per sample, weight and bias shared
+    S("conv2d", [N(2, 3, 5, 4), N(4, 3, 3, 2), N(4)], [(2, 4, 3, 3, 3, 5, 4), (2, 4, 3, 3, 4, 3, 3, 2), (2, 4, 3, 3, 4)],
+      [(2, 4, 3, 3, 2, 3, 5, 4), (2, 4, 3, 3, 4, 3, 3, 2), (2, 4, 3, 3, 4)]),
+    S("conv2d", [N(2, 3, 5, 4), N(4, 3, 3, 2), N(4)], [(2, 4, 3, 3, 3, 5, 4), (2, 4, 3, 3, 4, 3, 3, 2), (2, 4, 3, 3, 4)],
+      [(2, 4, 3, 3, 2, 3, 5, 4), (2, 4, 3, 3, 4, 3, 3, 2), (2, 4, 3, 3, 4)], stride=2, padding=1),
+    S("conv2d", [N(2, 5, 4), N(3, 2, 2, 2)], None, [(3, 3, 3, 2, 5, 4), (3, 3, 3, 3, 2, 2, 2)], dilation=(2, 1)),
+    S("conv1d", [N(2, 3, 6), N(4, 3, 3)], [(2, 4, 4, 3, 6), (2, 4, 4, 4, 3, 3)], [(2, 4, 4, 2, 3, 6), (2, 4, 4, 4, 3, 3)]),
+    S("conv1d", [N(2, 3, 6), N(4, 3, 3), N(4)], [(2, 4, 2, 3, 6), (2, 4, 2, 4, 3, 3), (2, 4, 2, 4)],
+      [(2, 4, 2, 2, 3, 6), (2, 4, 2, 4, 3, 3), (2, 4, 2, 4)], stride=2, padding=1, dilation=2),
+    S("max_pool2d", [N(2, 3, 4, 4)], [(2, 3, 2, 2, 3, 4, 4)], [(2, 3, 2, 2, 2, 3, 4, 4)], kernel_size=2),
+    S("max_pool2d", [N(2, 3, 4, 4)], [(2, 3, 2, 2, 3, 4, 4)], [(2, 3, 2, 2, 2, 3, 4, 4)], kernel_size=3, stride=2,
+      padding=1),
+    S("avg_pool2d", [N(2, 3, 4, 4)], [(2, 3, 2, 2, 3, 4, 4)], [(2, 3, 2, 2, 2, 3, 4, 4)], kernel_size=2),
+    S("avg_pool2d", [N(2, 3, 4, 4)], [(2, 3, 2, 2, 3, 4, 4)], [(2, 3, 2, 2, 2, 3, 4, 4)], kernel_size=3, stride=2,
+      padding=1, count_include_pad=False),
 ]
 
 # binary elementwise ops with numpy broadcasting (Yeh sections 6 and 7): one row per shape case

@@ -37,6 +37,7 @@ line) and ``numpy`` (the numpy functions that have exactly its meaning):
 * ``losses``: mse, cross_entropy, softmax_cross_entropy
 * ``indexing``: getitem, take, embedding, pad, flip, roll, tile, repeat (index maps), broadcast_to,
   expand_dims, squeeze, swapaxes, moveaxis (deltas only); helpers over them: concatenate, stack, split
+* ``conv``: conv1d, conv2d, max_pool2d, avg_pool2d (PyTorch's conventions; window and argmax maps)
 """
 
 
@@ -50,5 +51,6 @@ from .normalization import batch_norm, layer_norm, log_softmax, logsumexp, softm
 from .losses import cross_entropy, mse, softmax_cross_entropy
 from .indexing import (broadcast_to, concatenate, embedding, expand_dims, flip, getitem, moveaxis, pad, repeat,
                        roll, split, squeeze, stack, swapaxes, take, tile)
+from .conv import avg_pool2d, conv1d, conv2d, max_pool2d
 
 __all__ = ["Op", "OPS", "get"]  # the ops themselves are attributes: jac.ops.linear, jac.ops.sum (not star-exported)
