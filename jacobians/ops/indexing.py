@@ -193,10 +193,10 @@ def embedding(ids, E):
     ids = as_int_array("embedding", "ids", ids)
     if E.ndim != 2:
         fail("embedding", f"argument E must be a (V, d) table; got shape {E.shape}")
-    out, L, maps, _ = _index_plan("embedding", E.shape, (ids,))
-    if ids.size and (ids.min() < 0 or ids.max() >= E.shape[0]):
+    if ids.size and (ids.min() < 0 or ids.max() >= E.shape[0]):  # no negative ids, as in PyTorch
         fail("embedding", f"ids must lie in [0, {E.shape[0]}) for E of shape {E.shape}; got {ids.min()}..{ids.max()}",
              IndexError)
+    out, L, maps, _ = _index_plan("embedding", E.shape, (ids,))
     return E[ids], (None, lambda: rule(out, L, *maps))
 
 
@@ -441,10 +441,15 @@ def _concat_widths(op: str, shapes: list, axis) -> tuple[int, list]:
     return ax, widths
 
 
+def _shape(a) -> tuple:
+    """The shape of an array or of a traced value (which refuses np.shape)."""
+    return tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
+
+
 def concatenate_in(ns, arrays, axis=0):
     """``np.concatenate`` over a namespace of ops (``jac.fn`` in traced code): a sum of ``ns.pad``s."""
     arrays = list(arrays)
-    _, widths = _concat_widths("concatenate", [tuple(np.shape(a)) for a in arrays], axis)
+    _, widths = _concat_widths("concatenate", [_shape(a) for a in arrays], axis)
     out = ns.pad(arrays[0], widths[0])
     for a, w in zip(arrays[1:], widths[1:]):
         out = ns.add(out, ns.pad(a, w))
@@ -456,9 +461,9 @@ def stack_in(ns, arrays, axis=0):
     arrays = list(arrays)
     if not arrays:
         fail("stack", "needs at least one array")
-    if len({tuple(np.shape(a)) for a in arrays}) > 1:
-        fail("stack", f"all arrays must have the same shape; got {[tuple(np.shape(a)) for a in arrays]}")
-    ax = _axis("stack", axis, len(np.shape(arrays[0])) + 1)
+    if len({_shape(a) for a in arrays}) > 1:
+        fail("stack", f"all arrays must have the same shape; got {[_shape(a) for a in arrays]}")
+    ax = _axis("stack", axis, len(_shape(arrays[0])) + 1)
     return concatenate_in(ns, [ns.expand_dims(a, ax) for a in arrays], ax)
 
 
@@ -481,7 +486,7 @@ def _split_keys(x_shape, indices_or_sections, axis) -> list:
 
 def split_in(ns, x, indices_or_sections, axis=0):
     """``np.split`` over a namespace of ops: one ``ns.getitem`` (a slice) per piece."""
-    return [ns.getitem(x, key) for key in _split_keys(np.shape(x), indices_or_sections, axis)]
+    return [ns.getitem(x, key) for key in _split_keys(_shape(x), indices_or_sections, axis)]
 
 
 def concatenate(arrays, axis=0, batch: bool = True):
