@@ -1,8 +1,8 @@
-"""The factored Jacobian: one einsum term with symbolic deltas.
+"""The factored Jacobian: one einsum term with symbolic deltas and index maps.
 
 ``Factored(out, inp, operands)`` stands for
 
-    J[out..., inp...] = einsum(operands -> out + inp)  *  prod delta(l_out, l_in)
+    J[out..., inp...] = einsum(terms, maps -> out + inp)  *  prod delta(l_out, l_in)
 
 where a label written in both ``out`` and ``inp`` is a Kronecker delta between
 that output axis and that input axis.  The delta is never stored: it is the
@@ -13,6 +13,19 @@ W (H, D) and z = x W^T (B, H)::
     dz/dx = Factored("bh", "bd", [("hd", W)])    # delta on b: samples independent
     dz/dW = Factored("bh", "hd", [("bd", x)])    # delta on h
     d sigmoid(z)/dz = Factored("bh", "bh", [("bh", s * (1 - s))])
+
+The second kind of symbolic factor is the **index map**
+(:class:`~jacobians.indexmaps.IndexMap`): a 0/1 tensor ``M[o..., i...] = [flat(i) ==
+index[o]]`` held as its integer ``index`` (O(output), not O(out x in))::
+
+    d x[:, 1:5] / dx = Factored("Aa", "AB", [IndexMap("a", "B", [1, 2, 3, 4], (D,))])
+    d conv1d / dx    = Factored("Aop", "Ach", [("oci", W), window_map("p", "i", "h", ...)])
+
+The maps of a form live in ``maps``, apart from its einsum ``terms``; reading
+``operands`` (the map-free view) raises :class:`IndexMapsPending` when there are
+maps, so code that knows nothing of maps fails loudly instead of dropping one.
+``product`` contracts maps as gathers (tangents) and scatter-adds (cotangents);
+``without_maps`` is the dense 0/1 fallback.
 
 The composer contracts these forms with the deltas as label merges; ``dense``
 is the one place where they become explicit tensors (deltas as identity

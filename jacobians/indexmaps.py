@@ -49,7 +49,7 @@ class IndexMap(tuple):
     the ``inp`` axes).  Immutable; as a tuple it is ``(out + inp, index)``.
     """
 
-    def __new__(cls, out: str, inp: str, index, in_shape) -> "IndexMap":
+    def __new__(cls, out: str, inp: str, index, in_shape, window: tuple[int, int, int] | None = None) -> "IndexMap":
         index = np.asarray(index)
         if not np.issubdtype(index.dtype, np.integer):
             raise TypeError(f"IndexMap: index must be an integer array; got dtype {index.dtype}")
@@ -65,13 +65,14 @@ class IndexMap(tuple):
         self = tuple.__new__(cls, (out + inp, index))
         d = self.__dict__
         d["out"], d["inp"], d["index"], d["in_shape"] = out, inp, index, in_shape
+        d["window"] = window  # (stride, dilation, padding) when made by window_map: scatters by strided views
         return self
 
     def __setattr__(self, name, value):
         raise AttributeError("IndexMap is immutable")
 
     def __reduce__(self):
-        return IndexMap, (self.out, self.inp, self.index, self.in_shape)
+        return IndexMap, (self.out, self.inp, self.index, self.in_shape, self.window)
 
     @property
     def labels(self) -> str:
@@ -118,7 +119,7 @@ class IndexMap(tuple):
     def relabel(self, mapping: dict[str, str]) -> "IndexMap":
         """The same map over renamed labels (for a planner that relabels every op onto its own)."""
         ren = lambda s: "".join(mapping.get(l, l) for l in s)
-        return IndexMap(ren(self.out), ren(self.inp), self.index, self.in_shape)
+        return IndexMap(ren(self.out), ren(self.inp), self.index, self.in_shape, self.window)
 
     def __repr__(self) -> str:
         pads = ", padded" if self.padded else ""
@@ -142,7 +143,8 @@ def window_map(out: str, offset: str, inp: str, n_out: int, kernel: int, n_in: i
                stride: int = 1, dilation: int = 1, padding: int = 0) -> IndexMap:
     """A sliding window along one axis: ``index[p, i] = p*stride + i*dilation - padding`` (-1 outside)."""
     pos = np.arange(n_out)[:, None] * stride + np.arange(kernel)[None, :] * dilation - padding
-    return IndexMap(out + offset, inp, np.where((pos >= 0) & (pos < n_in), pos, -1), (n_in,))
+    return IndexMap(out + offset, inp, np.where((pos >= 0) & (pos < n_in), pos, -1), (n_in,),
+                    (stride, dilation, padding))
 
 
 # ---------------------------------------------------------------- the kernels
@@ -214,6 +216,8 @@ def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "") -> tupl
         size.update((l, m.sizes[l]) for l in absent)
     summed = "".join(l for l in m.out if l not in keep)
     rest = "".join(l for l in labels if l not in m.out)
+    if m.window is not None and not keep:
+        return _scatter_window(m, array.transpose([labels.index(l) for l in rest + m.out]), rest, size)
     a = array.transpose([labels.index(l) for l in keep + rest + summed])
     nk, nr = math.prod(size[l] for l in keep), math.prod(size[l] for l in rest)
     a = a.reshape(nk, nr, -1)
@@ -238,6 +242,23 @@ def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "") -> tupl
         result = sums.astype(dtype, copy=False)
     shape = [size[l] for l in keep + rest] + list(m.in_shape)
     return result.reshape(shape), keep + rest + m.inp
+
+
+def _scatter_window(m: IndexMap, a: np.ndarray, rest: str, size: dict) -> tuple[np.ndarray, str]:
+    """col2im: ``result[..., p*stride + i*dilation - padding] += a[..., p, i]``, one strided add per offset i."""
+    stride, dilation, padding = m.window
+    n_out, kernel = m.out_shape
+    n = m.in_shape[0]
+    dtype = np.result_type(a.dtype, np.float32) if np.issubdtype(a.dtype, np.floating) else np.float64
+    result = np.zeros(a.shape[:-2] + (n,), dtype=dtype)
+    for i in range(kernel):
+        first = i * dilation - padding
+        lo = -(first // stride) if first < 0 else 0                  # the first p whose position is >= 0
+        hi = min(n_out, (n - 1 - first) // stride + 1) if n - 1 >= first else 0
+        if hi > lo:
+            start = lo * stride + first
+            result[..., start:start + (hi - lo - 1) * stride + 1:stride] += a[..., lo:hi, i]
+    return result, rest + m.inp
 
 
 def apply_map(m: IndexMap, array: np.ndarray, labels: str, direction: str, keep: str = "") -> tuple[np.ndarray, str]:
