@@ -211,3 +211,25 @@ def test_product_through_a_conv_map_never_allocates_out_x_in():
     assert peak < 3 * im2col and peak < out_x_in / 10, (peak, im2col, out_x_in)   # measured 2.05x im2col
     for s in range(2):
         np.testing.assert_allclose(jv[..., s], jac.ops.conv2d(v[..., s], W)[0], atol=1e-10)
+
+
+# ---------------------------------------------------------------- every map-bearing op: products = dense J @ v
+
+def _map_specs():
+    from test_ops import SPECS
+    return [s for s in SPECS if jac.ops.get(s.op).family in ("indexing", "conv")]
+
+
+@pytest.mark.parametrize("spec", _map_specs(), ids=lambda s: s.id)
+def test_every_indexing_op_products_equal_dense_products(spec):
+    from test_ops import make_args
+    args = make_args(spec)
+    _, forms = jac.ops.get(spec.op).factored(*args, **spec.params)
+    for f in forms:
+        Jm = f.dense().reshape(int(np.prod(f.out_shape)), int(np.prod(f.in_shape)))
+        v = RNG.normal(size=f.in_shape + (2,))
+        u = RNG.normal(size=f.out_shape + (2,))
+        np.testing.assert_allclose(f.product(v, "in")[0].reshape(-1, 2), Jm @ v.reshape(-1, 2), atol=1e-12)
+        np.testing.assert_allclose(f.product(u, "out")[0].reshape(-1, 2), Jm.T @ u.reshape(-1, 2), atol=1e-12)
+        v32 = v.astype(np.float32)
+        assert f.product(v32, "in")[0].dtype == np.result_type(v32, *[a for _, a in f.terms])
