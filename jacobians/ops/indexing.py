@@ -77,7 +77,7 @@ def _index_plan(op: str, shape: tuple, key) -> tuple[str, str, list, tuple]:
         fail(op, "an index can only have a single ellipsis ('...')", IndexError)
     if consumed > len(shape):
         fail(op, f"too many indices for an array of shape {shape}: the key indexes {consumed} axes", IndexError)
-    if Ellipsis in [k for k in items if k is Ellipsis]:
+    if any(k is Ellipsis for k in items):
         e = next(i for i, k in enumerate(items) if k is Ellipsis)
         items[e:e + 1] = [slice(None)] * (len(shape) - consumed)
     else:
@@ -86,13 +86,13 @@ def _index_plan(op: str, shape: tuple, key) -> tuple[str, str, list, tuple]:
         isinstance(j, np.ndarray) for j in items))]
     L = lead(len(shape))
     new = fresh(L)
-    parts, maps, out_shape = [], [], []   # parts: labels or the advanced block's placeholder
+    parts, maps, sizes = [], [], {}   # parts: labels, or None where the advanced block may go
     adv_axes, adv_arrays = [], []
     ax = 0
     for i, k in enumerate(items):
         if k is None:
             parts.append(next(new))
-            out_shape.append(1)
+            sizes[parts[-1]] = 1
         elif isinstance(k, slice):
             n = shape[ax]
             rng = range(*k.indices(n))
@@ -102,7 +102,6 @@ def _index_plan(op: str, shape: tuple, key) -> tuple[str, str, list, tuple]:
                 label = next(new)
                 parts.append(label)
                 maps.append(axis_map(label, L[ax], np.arange(rng.start, rng.stop, rng.step), n))
-            out_shape.append(len(rng))
             ax += 1
         elif i in advanced:
             if not adv_axes or parts[-1] is not None:
@@ -139,20 +138,11 @@ def _index_plan(op: str, shape: tuple, key) -> tuple[str, str, list, tuple]:
             parts[blocks[0]] = labels
         else:                  # separated: numpy puts the block first
             parts = [labels] + [p for p in parts if p is not None]
-        # output shape, in the same layout
-        sizes = dict(zip(labels, g))
-    else:
-        sizes = {}
     out = "".join(parts)
-    lab = {L[a]: n for a, n in enumerate(shape)}
+    sizes.update((L[a], n) for a, n in enumerate(shape))
     for m in maps:
-        lab.update(m.sizes)
-    lab.update(sizes)
-    k = 0
-    for p in [p for p in parts]:
-        if p not in lab:  # new axes of size 1
-            lab[p] = 1
-    return out, L, maps, tuple(lab[l] for l in out)
+        sizes.update(m.sizes)
+    return out, L, maps, tuple(sizes[l] for l in out)
 
 
 @defop("x", data="x", formula="dy/dx = a map from y's axes to the axes of x they read (deltas on full slices)")
