@@ -79,8 +79,9 @@ def sweep_jacobian(graph: Graph, wrt: str, mode: str, per_sample: bool = False,
     order = sorted(rel)
     edges = [(i, kk, p) for i in order if i != x for kk, p in graph.nodes[i].parents() if p in rel]
     factors = {(i, kk): graph.nodes[i].builders[kk]() for i, kk, _ in edges}
-    factor_bytes = sum(a.nbytes for f in factors.values() for _, a in f.operands
-                       if isinstance(a, np.ndarray) and a.base is None)
+    factor_bytes = sum(a.nbytes for f in factors.values() for _, a in f.terms
+                       if isinstance(a, np.ndarray) and a.base is None) + \
+        sum(m.index.nbytes for f in factors.values() for m in f.maps)
     width = {i: math.prod(np.shape(graph.nodes[i].value)) for i in rel}
     per_vector = vectors + _widest_step(mode, order, edges, width, x, y)   # elements per basis vector
     room = memory_limit() - J_bytes - factor_bytes

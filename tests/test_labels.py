@@ -148,6 +148,9 @@ FAMILIES = {
     "normalization": {"softmax", "log_softmax", "logsumexp", "layer_norm", "batch_norm"},
     "losses": {"mse", "cross_entropy", "softmax_cross_entropy"},
     "piecewise": {"where", "maximum", "minimum", "abs", "clip", "amax", "amin"},
+    "indexing": {"getitem", "take", "embedding", "pad", "flip", "roll", "tile", "repeat", "broadcast_to",
+                 "expand_dims", "squeeze", "swapaxes", "moveaxis"},
+    "conv": {"conv1d", "conv2d", "max_pool2d", "avg_pool2d"},
 }
 
 NUMPY = {"add": ("add",), "subtract": ("subtract",), "multiply": ("multiply",), "divide": ("divide", "true_divide"),

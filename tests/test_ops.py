@@ -189,6 +189,54 @@ SPECS: list[Spec] = [
     S("softmax_cross_entropy", [N(2, 3, 5), Labels(5, 2, 3)], [(2, 3, 3, 5)], [(2, 3, 2, 3, 5)]),
     S("softmax_cross_entropy", [N(1, 2), Labels(2, 1)], [(1, 2)], [(1, 1, 2)]),
     S("softmax_cross_entropy", [N(4), Labels(4)], None, [(4,)]),
+
+    # indexing: maps from output axes to the argument axes they read; full slices keep the batch delta
+    S("getitem", [N(3, 5, 4)], [(3, 3, 4, 5, 4)], [(3, 3, 4, 3, 5, 4)], key=(slice(None), slice(1, 4))),
+    S("getitem", [N(3, 5, 4)], [(3, 5, 2, 5, 4)], [(3, 5, 2, 3, 5, 4)], key=(Ellipsis, slice(None, None, 2))),
+    S("getitem", [N(3, 4)], [(3, 1, 4)], [(3, 1, 3, 4)], key=(slice(None), None, -1)),
+    S("getitem", [N(3, 4)], [(4, 3, 4)], [(4, 3, 4)], key=1),                        # picks a sample: full
+    S("getitem", [N(3, 4)], [(3, 3, 4)], [(3, 3, 3, 4)], key=(slice(None), [0, 2, 2])),  # repeated index
+    S("getitem", [N(3, 4)], [(2, 2, 4, 3, 4)], [(2, 2, 4, 3, 4)], key=([[0, 1], [2, 0]],)),  # E[ids]
+    S("getitem", [N(3, 4)], [(3, 3, 4)], [(3, 3, 3, 4)], key=(slice(None), [True, False, True, True])),
+    S("take", [N(3, 4), Labels(4, 2)], [(3, 2, 4)], [(3, 2, 3, 4)], axis=1),
+    S("take", [N(3, 4), Labels(12, 2, 2)], [(2, 2, 3, 4)], [(2, 2, 3, 4)]),          # of the flattened array
+    S("embedding", [Labels(6, 3, 2), N(6, 4)], [(3, 2, 4, 6, 4)], [(3, 2, 4, 6, 4)]),
+    S("pad", [N(3, 4)], [(3, 7, 4)], [(3, 7, 3, 4)], pad_width=((0, 0), (1, 2))),
+    S("pad", [N(3, 4)], [(5, 6, 3, 4)], [(5, 6, 3, 4)], pad_width=1),
+    S("flip", [N(3, 4)], [(3, 4, 3, 4)], [(3, 4, 3, 4)]),
+    S("flip", [N(3, 4)], [(3, 4, 4)], [(3, 4, 3, 4)], axis=1),
+    S("roll", [N(3, 4)], [(3, 4, 3, 4)], [(3, 4, 3, 4)], shift=2),
+    S("roll", [N(3, 4)], [(3, 4, 4)], [(3, 4, 3, 4)], shift=1, axis=1),
+    S("tile", [N(3, 4)], [(3, 8, 4)], [(3, 8, 3, 4)], reps=(1, 2)),
+    S("tile", [N(3, 4)], [(2, 3, 8, 3, 4)], [(2, 3, 8, 3, 4)], reps=(2, 1, 2)),
+    S("repeat", [N(3, 4)], [(3, 8, 4)], [(3, 8, 3, 4)], repeats=2, axis=1),
+    S("repeat", [N(3, 4)], [(24, 3, 4)], [(24, 3, 4)], repeats=2),
+    S("repeat", [N(3, 4)], [(3, 5, 4)], [(3, 5, 3, 4)], repeats=[2, 0, 1, 2], axis=1),
+    # relabelings: deltas and ones only
+    S("broadcast_to", [N(3, 1)], [(3, 4, 1)], [(3, 4, 3, 1)], shape=(3, 4)),
+    S("broadcast_to", [N(4)], [(3, 4, 4)], [(3, 4, 4)], shape=(3, 4)),
+    S("expand_dims", [N(3, 4)], [(3, 1, 4, 4)], [(3, 1, 4, 3, 4)], axis=1),
+    S("expand_dims", [N(3, 4)], [(1, 3, 4, 3, 4)], [(1, 3, 4, 3, 4)], axis=0),
+    S("squeeze", [N(3, 1, 4)], [(3, 4, 1, 4)], [(3, 4, 3, 1, 4)]),
+    S("swapaxes", [N(2, 3, 4)], [(2, 4, 3, 3, 4)], [(2, 4, 3, 2, 3, 4)], axis1=1, axis2=2),
+    S("swapaxes", [N(3, 4)], [(4, 3, 3, 4)], [(4, 3, 3, 4)], axis1=0, axis2=1),
+    S("moveaxis", [N(2, 3, 4)], [(3, 4, 2, 2, 3, 4)], [(3, 4, 2, 2, 3, 4)], source=0, destination=-1),
+    S("moveaxis", [N(2, 3, 4)], [(2, 4, 3, 3, 4)], [(2, 4, 3, 2, 3, 4)], source=2, destination=1),
+    # convolution and pooling (PyTorch's NCHW): input per sample, weight and bias shared
+    S("conv2d", [N(2, 3, 5, 4), N(4, 3, 3, 2), N(4)], [(2, 4, 3, 3, 3, 5, 4), (2, 4, 3, 3, 4, 3, 3, 2), (2, 4, 3, 3, 4)],
+      [(2, 4, 3, 3, 2, 3, 5, 4), (2, 4, 3, 3, 4, 3, 3, 2), (2, 4, 3, 3, 4)]),
+    S("conv2d", [N(2, 3, 5, 4), N(4, 3, 3, 2), N(4)], [(2, 4, 3, 3, 3, 5, 4), (2, 4, 3, 3, 4, 3, 3, 2), (2, 4, 3, 3, 4)],
+      [(2, 4, 3, 3, 2, 3, 5, 4), (2, 4, 3, 3, 4, 3, 3, 2), (2, 4, 3, 3, 4)], stride=2, padding=1),
+    S("conv2d", [N(2, 5, 4), N(3, 2, 2, 2)], None, [(3, 3, 3, 2, 5, 4), (3, 3, 3, 3, 2, 2, 2)], dilation=(2, 1)),
+    S("conv1d", [N(2, 3, 6), N(4, 3, 3)], [(2, 4, 4, 3, 6), (2, 4, 4, 4, 3, 3)], [(2, 4, 4, 2, 3, 6), (2, 4, 4, 4, 3, 3)]),
+    S("conv1d", [N(2, 3, 6), N(4, 3, 3), N(4)], [(2, 4, 2, 3, 6), (2, 4, 2, 4, 3, 3), (2, 4, 2, 4)],
+      [(2, 4, 2, 2, 3, 6), (2, 4, 2, 4, 3, 3), (2, 4, 2, 4)], stride=2, padding=1, dilation=2),
+    S("max_pool2d", [N(2, 3, 4, 4)], [(2, 3, 2, 2, 3, 4, 4)], [(2, 3, 2, 2, 2, 3, 4, 4)], kernel_size=2),
+    S("max_pool2d", [N(2, 3, 4, 4)], [(2, 3, 2, 2, 3, 4, 4)], [(2, 3, 2, 2, 2, 3, 4, 4)], kernel_size=3, stride=2,
+      padding=1),
+    S("avg_pool2d", [N(2, 3, 4, 4)], [(2, 3, 2, 2, 3, 4, 4)], [(2, 3, 2, 2, 2, 3, 4, 4)], kernel_size=2),
+    S("avg_pool2d", [N(2, 3, 4, 4)], [(2, 3, 2, 2, 3, 4, 4)], [(2, 3, 2, 2, 2, 3, 4, 4)], kernel_size=3, stride=2,
+      padding=1, count_include_pad=False),
 ]
 
 # binary elementwise ops with numpy broadcasting (Yeh sections 6 and 7): one row per shape case

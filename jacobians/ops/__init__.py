@@ -37,6 +37,9 @@ line) and ``numpy`` (the numpy functions that have exactly its meaning):
 * ``normalization``: softmax, log_softmax, logsumexp, layer_norm, batch_norm
 * ``losses``: mse, cross_entropy, softmax_cross_entropy
 * ``piecewise``: where, maximum, minimum, abs, clip, amax, amin
+* ``indexing``: getitem, take, embedding, pad, flip, roll, tile, repeat (index maps), broadcast_to,
+  expand_dims, squeeze, swapaxes, moveaxis (deltas only); helpers over them: concatenate, stack, split
+* ``conv``: conv1d, conv2d, max_pool2d, avg_pool2d (PyTorch's conventions; window and argmax maps)
 """
 
 
@@ -51,5 +54,8 @@ from .shape import reshape, transpose
 from .normalization import batch_norm, layer_norm, log_softmax, logsumexp, softmax
 from .losses import cross_entropy, mse, softmax_cross_entropy
 from .piecewise import abs, amax, amin, clip, maximum, minimum, where
+from .indexing import (broadcast_to, concatenate, embedding, expand_dims, flip, getitem, moveaxis, pad, repeat,
+                       roll, split, squeeze, stack, swapaxes, take, tile)
+from .conv import avg_pool2d, conv1d, conv2d, max_pool2d
 
 __all__ = ["Op", "OPS", "get"]  # the ops themselves are attributes: jac.ops.linear, jac.ops.sum (not star-exported)

@@ -1,0 +1,295 @@
+"""Index maps: the 0/1 factors of slicing, gathering, padding and convolution, never stored densely.
+
+An :class:`IndexMap` with labels ``out`` and ``inp`` stands for the 0/1 tensor
+
+    M[o..., i...] = 1  if  flat(i...) == index[o...]  (and index[o...] >= 0),  else 0
+
+over the labels ``out + inp`` of an einsum: ``index`` has one axis per ``out`` label
+and holds a C-order flat position into the ``inp`` axes (of shape ``in_shape``), or
+``-1`` where the output position reads nothing (a pad).  A slice ``x[:, 1:5]`` is the
+map ``"a" -> "B"`` with ``index = [1, 2, 3, 4]`` next to a delta on the batch; a
+lookup ``E[ids]`` is ``"ab" -> "A"`` with ``index = ids``; a convolution's input
+Jacobian holds one map per spatial axis, ``(output position p, kernel offset i) -> h``
+with ``index[p, i] = p*stride + i*dilation - padding``, and the weight as an operand
+over ``i``; a max pool's map is ``(b, c, p, q) -> (h, w)``, the argmax, whose ``b, c``
+are the deltas it passes through.
+
+Contracted against an array, a map is a *gather* (the array carries ``inp``, the
+result ``out``: :func:`gather`) or a *scatter-add* (the array carries ``out``, the
+result ``inp``: :func:`scatter`); :func:`apply_map` is the one entry point and
+:func:`map_cost` its cost from shapes (elements moved: memory traffic, not FLOPs).
+Labels of the map's ``out`` that the array already carries are *diagonal*: the
+gather reads ``array[..., s, ..., index[s, ...]]`` (the max pool's batch and
+channel); other array labels pass through.  Nothing here ever builds the
+``out x in`` tensor except :meth:`IndexMap.dense`, which is guarded by the memory limit.
+
+An ``IndexMap`` is a 2-tuple ``(out + inp, index)`` as well, so it can travel in an op
+rule's operand list beside ``(subscript, array)`` pairs; :class:`~jacobians.factored.Factored`
+sorts it into its ``maps``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .limits import check_bytes
+
+__all__ = ["IndexMap", "apply_map", "gather", "scatter", "map_cost", "axis_map", "window_map"]
+
+DIRECTIONS = ("gather", "scatter")
+
+
+class IndexMap(tuple):
+    """``M[out..., inp...] = [flat(inp) == index[out]]`` (see the module docstring).
+
+    Fields: ``out`` (labels, one per axis of ``index``), ``inp`` (labels of the axes
+    read), ``index`` (integer array, ``-1`` = nothing read), ``in_shape`` (sizes of
+    the ``inp`` axes).  Immutable; as a tuple it is ``(out + inp, index)``.
+    """
+
+    def __new__(cls, out: str, inp: str, index, in_shape, window: tuple[int, int, int] | None = None) -> "IndexMap":
+        index = np.asarray(index)
+        if not np.issubdtype(index.dtype, np.integer):
+            raise TypeError(f"IndexMap: index must be an integer array; got dtype {index.dtype}")
+        index = index.astype(np.intp, copy=False)
+        in_shape = tuple(int(n) for n in in_shape)
+        if len(out) != index.ndim or len(inp) != len(in_shape) or len(set(out + inp)) != len(out + inp):
+            raise ValueError(f"IndexMap: labels {out!r} -> {inp!r} do not fit index {index.shape} and "
+                             f"input axes {in_shape} (one distinct label per axis)")
+        n = math.prod(in_shape)
+        if index.size and (index.max() >= n or index.min() < -1):
+            raise ValueError(f"IndexMap: index values must lie in [-1, {n}) for input axes {in_shape}; "
+                             f"got [{index.min()}, {index.max()}]")
+        self = tuple.__new__(cls, (out + inp, index))
+        d = self.__dict__
+        d["out"], d["inp"], d["index"], d["in_shape"] = out, inp, index, in_shape
+        d["window"] = window  # (stride, dilation, padding) when made by window_map: scatters by strided views
+        return self
+
+    def __setattr__(self, name, value):
+        raise AttributeError("IndexMap is immutable")
+
+    def __reduce__(self):
+        return IndexMap, (self.out, self.inp, self.index, self.in_shape, self.window)
+
+    @property
+    def labels(self) -> str:
+        return self.out + self.inp
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.index.shape
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return dict(zip(self.out + self.inp, self.index.shape + self.in_shape))
+
+    @property
+    def in_size(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def padded(self) -> bool:
+        """True when some output position reads nothing (``index == -1``)."""
+        if "_padded" not in self.__dict__:
+            self.__dict__["_padded"] = bool(self.index.size) and bool((self.index < 0).any())
+        return self.__dict__["_padded"]
+
+    @property
+    def injective(self) -> bool:
+        """True when no input position is read twice (a slice, a flip, a pad): scatters can assign."""
+        if "_injective" not in self.__dict__:
+            valid = self.index[self.index >= 0] if self.padded else self.index.ravel()
+            hits = np.bincount(valid, minlength=self.in_size) if valid.size else np.zeros(1, np.intp)
+            self.__dict__["_injective"] = bool(hits.max(initial=0) <= 1)
+        return self.__dict__["_injective"]
+
+    def dense(self, dtype=np.float64) -> np.ndarray:
+        """The explicit 0/1 tensor over ``out + inp`` (for the checker and :meth:`Factored.without_maps`)."""
+        shape = self.out_shape + self.in_shape
+        check_bytes(math.prod(shape) * np.dtype(dtype).itemsize, "the dense form of an index map", shape)
+        m = np.zeros((self.index.size, self.in_size), dtype=dtype)
+        flat = self.index.ravel()
+        rows = np.flatnonzero(flat >= 0)
+        m[rows, flat[rows]] = 1
+        return m.reshape(shape)
+
+    def relabel(self, mapping: dict[str, str]) -> "IndexMap":
+        """The same map over renamed labels (for a planner that relabels every op onto its own)."""
+        ren = lambda s: "".join(mapping.get(l, l) for l in s)
+        return IndexMap(ren(self.out), ren(self.inp), self.index, self.in_shape, self.window)
+
+    def __repr__(self) -> str:
+        pads = ", padded" if self.padded else ""
+        return f"IndexMap({self.out!r} -> {self.inp!r}, index {self.index.shape}, in {self.in_shape}{pads})"
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, IndexMap) and (self.out, self.inp, self.in_shape) == (other.out, other.inp, other.in_shape)
+                and np.array_equal(self.index, other.index))
+
+    __hash__ = None
+
+
+# ---------------------------------------------------------------- constructors
+
+def axis_map(out: str, inp: str, index, n_in: int) -> IndexMap:
+    """One output axis reading one input axis of size ``n_in`` (a slice, flip, roll, pad, repeat)."""
+    return IndexMap(out, inp, np.asarray(index, dtype=np.intp), (n_in,))
+
+
+def window_map(out: str, offset: str, inp: str, n_out: int, kernel: int, n_in: int,
+               stride: int = 1, dilation: int = 1, padding: int = 0) -> IndexMap:
+    """A sliding window along one axis: ``index[p, i] = p*stride + i*dilation - padding`` (-1 outside)."""
+    pos = np.arange(n_out)[:, None] * stride + np.arange(kernel)[None, :] * dilation - padding
+    return IndexMap(out + offset, inp, np.where((pos >= 0) & (pos < n_in), pos, -1), (n_in,),
+                    (stride, dilation, padding))
+
+
+# ---------------------------------------------------------------- the kernels
+
+def _check_labels(m: IndexMap, array: np.ndarray, labels: str, fn: str) -> None:
+    if len(labels) != array.ndim or len(set(labels)) != len(labels):
+        raise ValueError(f"{fn}: labels {labels!r} do not fit an array of shape {array.shape}")
+
+
+def gather(m: IndexMap, array: np.ndarray, labels: str) -> tuple[np.ndarray, str]:
+    """Contract ``array`` (carrying all of ``m.inp``) with the map: the result carries ``m.out``.
+
+    Result labels: the map's ``out`` labels the array already carries (diagonal), the
+    array's other labels, then the map's new ``out`` labels.  Costs one read per result element.
+    """
+    _check_labels(m, array, labels, "gather")
+    missing = [l for l in m.inp if l not in labels]
+    if missing:
+        raise ValueError(f"gather: the array {labels!r} lacks the map's input labels {''.join(missing)!r} ({m!r})")
+    for l, n in zip(m.inp, m.in_shape):
+        if array.shape[labels.index(l)] != n:
+            raise ValueError(f"gather: label {l!r} is {array.shape[labels.index(l)]} in the array, {n} in {m!r}")
+    shared = "".join(l for l in m.out if l in labels)
+    new = "".join(l for l in m.out if l not in labels)
+    rest = "".join(l for l in labels if l not in m.inp and l not in shared)
+    size = dict(zip(labels, array.shape))
+    for l in shared:
+        if size[l] != m.sizes[l]:
+            raise ValueError(f"gather: label {l!r} is {size[l]} in the array, {m.sizes[l]} in {m!r}")
+    a = array.transpose([labels.index(l) for l in shared + rest + m.inp])
+    ns, nr = math.prod(size[l] for l in shared), math.prod(size[l] for l in rest)
+    a = a.reshape(ns, nr, m.in_size)
+    idx = m.index.transpose([m.out.index(l) for l in shared + new]).reshape(ns, 1, -1)
+    if m.padded:
+        valid = idx >= 0
+        result = np.take_along_axis(a, np.where(valid, idx, 0), axis=2)
+        result *= valid
+    elif ns == 1:
+        result = np.take(a, idx[0, 0], axis=2)
+    else:
+        result = np.take_along_axis(a, idx, axis=2)
+    shape = [size[l] for l in shared + rest] + [m.sizes[l] for l in new]
+    return result.reshape(shape), shared + rest + new
+
+
+def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "") -> tuple[np.ndarray, str]:
+    """Contract ``array`` (carrying ``m.out`` labels) with the map: the result carries ``m.inp``.
+
+    A scatter-add: ``result[..., index[o]] += array[..., o]``, summing over the map's
+    ``out`` labels except those in ``keep`` (diagonal labels that stay on the result,
+    e.g. a max pool's batch and channel).  ``out`` labels the array lacks are broadcast
+    (the array is the same along them).  Result labels: ``keep``, the array's other
+    labels, then ``m.inp``.
+    """
+    _check_labels(m, array, labels, "scatter")
+    if any(l in labels for l in m.inp):
+        raise ValueError(f"scatter: the array {labels!r} already carries an input label of {m!r}")
+    if any(l not in m.out for l in keep):
+        raise ValueError(f"scatter: keep {keep!r} must be output labels of {m!r}")
+    size = dict(zip(labels, array.shape))
+    for l in m.out:
+        if l in size and size[l] != m.sizes[l]:
+            raise ValueError(f"scatter: label {l!r} is {size[l]} in the array, {m.sizes[l]} in {m!r}")
+    absent = "".join(l for l in m.out if l not in labels)
+    if absent:  # broadcast along the map labels the array lacks
+        array = np.broadcast_to(array.reshape(array.shape + (1,) * len(absent)),
+                                array.shape + tuple(m.sizes[l] for l in absent))
+        labels += absent
+        size.update((l, m.sizes[l]) for l in absent)
+    summed = "".join(l for l in m.out if l not in keep)
+    rest = "".join(l for l in labels if l not in m.out)
+    if m.window is not None and not keep:
+        return _scatter_window(m, array.transpose([labels.index(l) for l in rest + m.out]), rest, size)
+    a = array.transpose([labels.index(l) for l in keep + rest + summed])
+    nk, nr = math.prod(size[l] for l in keep), math.prod(size[l] for l in rest)
+    a = a.reshape(nk, nr, -1)
+    idx = m.index.transpose([m.out.index(l) for l in keep + summed]).reshape(nk, -1)
+    dtype = np.result_type(array.dtype, np.float32) if np.issubdtype(array.dtype, np.floating) else np.float64
+    if m.padded:
+        valid = idx >= 0
+    if nk == 1 and m.injective:  # every input position read at most once: plain assignment
+        result = np.zeros((nk, nr, m.in_size), dtype=dtype)
+        if m.padded:
+            cols = valid[0]
+            result[0][:, idx[0, cols]] = a[0][:, cols]
+        else:
+            result[0][:, idx[0]] = a[0]
+    else:  # bincount over (keep, rest, position) triples
+        target = (np.arange(nk)[:, None, None] * nr + np.arange(nr)[None, :, None]) * m.in_size + idx[:, None, :]
+        weights = np.broadcast_to(a, target.shape)
+        if m.padded:
+            sel = np.broadcast_to(valid[:, None, :], target.shape)
+            target, weights = target[sel], weights[sel]
+        sums = np.bincount(target.ravel(), weights=np.ravel(weights), minlength=nk * nr * m.in_size)
+        result = sums.astype(dtype, copy=False)
+    shape = [size[l] for l in keep + rest] + list(m.in_shape)
+    return result.reshape(shape), keep + rest + m.inp
+
+
+def _scatter_window(m: IndexMap, a: np.ndarray, rest: str, size: dict) -> tuple[np.ndarray, str]:
+    """col2im: ``result[..., p*stride + i*dilation - padding] += a[..., p, i]``, one strided add per offset i."""
+    stride, dilation, padding = m.window
+    n_out, kernel = m.out_shape
+    n = m.in_shape[0]
+    dtype = np.result_type(a.dtype, np.float32) if np.issubdtype(a.dtype, np.floating) else np.float64
+    result = np.zeros(a.shape[:-2] + (n,), dtype=dtype)
+    for i in range(kernel):
+        first = i * dilation - padding
+        lo = -(first // stride) if first < 0 else 0                  # the first p whose position is >= 0
+        hi = min(n_out, (n - 1 - first) // stride + 1) if n - 1 >= first else 0
+        if hi > lo:
+            start = lo * stride + first
+            result[..., start:start + (hi - lo - 1) * stride + 1:stride] += a[..., lo:hi, i]
+    return result, rest + m.inp
+
+
+def apply_map(m: IndexMap, array: np.ndarray, labels: str, direction: str, keep: str = "") -> tuple[np.ndarray, str]:
+    """The planner's map step: ``direction="gather"`` (array carries ``m.inp``, result ``m.out``)
+    or ``"scatter"`` (array carries ``m.out``, result ``m.inp``; ``keep``: out labels that stay).
+
+    Returns ``(array, labels)``; other labels pass through.  Cost: :func:`map_cost`.
+    """
+    if direction == "gather":
+        if keep:
+            raise ValueError("apply_map: keep is for scatters (a gather keeps every label it shares)")
+        return gather(m, array, labels)
+    if direction == "scatter":
+        return scatter(m, array, labels, keep)
+    raise ValueError(f"apply_map: unknown direction {direction!r}; valid options are "
+                     + ", ".join(map(repr, DIRECTIONS)))
+
+
+def map_cost(m: IndexMap, labels: str, sizes: dict[str, int], direction: str, keep: str = "") -> int:
+    """Elements moved by :func:`apply_map` on an array with ``labels`` (sizes from ``sizes``), from shapes.
+
+    A gather reads one element per result element; a scatter reads every element of the
+    (broadcast) array and writes the zero-initialised result.
+    """
+    sizes = {**sizes, **m.sizes}
+    if direction == "gather":
+        out = set(labels) - set(m.inp) | set(m.out)
+        return math.prod(sizes[l] for l in out)
+    if direction == "scatter":
+        read = math.prod(sizes[l] for l in set(labels) | set(m.out))
+        written = math.prod(sizes[l] for l in (set(labels) - set(m.out)) | set(keep)) * m.in_size
+        return read + written
+    raise ValueError(f"map_cost: unknown direction {direction!r}; valid options are "
+                     + ", ".join(map(repr, DIRECTIONS)))
