@@ -139,7 +139,10 @@ def test_jacobian_of_a_function_on_30_dims():
 FAMILIES = {
     "linalg": {"linear", "matmul", "dot", "norm"},
     "elementwise": {"add", "subtract", "multiply", "divide", "negative", "exp", "log", "sigmoid", "tanh", "relu",
-                    "leaky_relu", "softplus", "square", "sqrt", "power"},
+                    "leaky_relu", "softplus", "square", "sqrt", "power", "arctan2", "logaddexp", "hypot", "sign",
+                    "cbrt", "reciprocal", "expm1", "exp2", "log1p", "log2", "log10", "sin", "cos", "tan", "arcsin",
+                    "arccos", "arctan", "sinh", "cosh", "arcsinh", "arccosh", "arctanh", "erf", "erfc",
+                    "log_sigmoid", "silu", "swish", "gelu"},
     "reductions": {"sum", "mean"},
     "shape": {"reshape", "transpose"},
     "normalization": {"softmax", "log_softmax", "logsumexp", "layer_norm", "batch_norm"},
@@ -149,6 +152,9 @@ FAMILIES = {
 NUMPY = {"add": ("add",), "subtract": ("subtract",), "multiply": ("multiply",), "divide": ("divide", "true_divide"),
          "negative": ("negative",), "exp": ("exp",), "log": ("log",), "tanh": ("tanh",), "square": ("square",),
          "sqrt": ("sqrt",), "matmul": ("matmul",), "dot": ("vecdot",)}
+_UNARY_UFUNCS = ("sign cbrt reciprocal expm1 exp2 log1p log2 log10 sin cos tan arcsin arccos arctan sinh cosh "
+                 "arcsinh arccosh arctanh").split()
+NUMPY.update({n: (n,) for n in _UNARY_UFUNCS + ["arctan2", "logaddexp", "hypot"]})
 
 
 def test_every_op_has_a_family_module_and_a_formula():
@@ -180,6 +186,10 @@ NUMPY_CASES = {
     "matmul": [((2, 3), (3, 4)), ((3,), (3,)), ((3,), (2, 3, 4)), ((5, 2, 3), (3,)), ((5, 1, 2, 3), (4, 3, 2))],
     "dot": [((2, 3), (3,)), ((3,), (3,)), ((4, 1, 3), (2, 3))],
 }
+NUMPY_CASES.update({n: [((2, 3),), ((),)] for n in _UNARY_UFUNCS})
+NUMPY_CASES.update({n: [((2, 3), (3,)), ((1, 3), (2, 1))] for n in ("arctan2", "logaddexp", "hypot")})
+RANGES = {"arcsin": (-0.9, 0.9), "arccos": (-0.9, 0.9), "arctanh": (-0.9, 0.9), "tan": (-1.0, 1.0),
+          "arccosh": (1.5, 3.0)}   # default (0.5, 2.0)
 
 
 @pytest.mark.parametrize("name", sorted(NUMPY))
@@ -188,7 +198,7 @@ def test_numpy_names_have_the_same_values(name):
     assert set(NUMPY_CASES) == set(NUMPY)
     rng = np.random.default_rng(7)
     for shapes in NUMPY_CASES[name]:
-        args = [rng.uniform(0.5, 2.0, size=s) for s in shapes]   # inside every op's domain
+        args = [rng.uniform(*RANGES.get(name, (0.5, 2.0)), size=s) for s in shapes]   # inside every op's domain
         value, _ = op(*args, batch=False)
         for np_name in op.numpy:
             ref = getattr(np, np_name)(*args)
