@@ -447,3 +447,41 @@ def test_float32_keeps_dtype(spec: Spec):
         assert a.dtype == np.float32, spec.id
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+# ---------------------------------------------------------------- aliasing: every result is fresh
+
+@pytest.mark.parametrize("spec, batch", CASES)
+def test_results_share_no_memory_with_the_arguments_or_each_other(spec: Spec, batch: bool):
+    args = make_args(spec)
+    value, jacs = call(spec, args, batch)
+    results = [value, *jacs]
+    inputs = [a for a in args if isinstance(a, np.ndarray)]
+    for k, r in enumerate(results):
+        for a in inputs + results[:k]:
+            assert not np.shares_memory(r, a), f"{spec.id}: result {k} shares memory"
+
+
+def test_the_reported_aliasing_cases():
+    """Writing into a returned Jacobian never changes the caller's arrays."""
+    rng = np.random.default_rng(9)
+    W, x, v, M = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=4), rng.normal(size=(4, 4))
+    c = np.array(2.5)
+    cases = [
+        lambda: jac.ops.linear(x, W, batch=False),          # dz/dx = W
+        lambda: jac.ops.linear(x[None], W),                  # per sample: W again
+        lambda: jac.ops.dot(x, v, batch=False),              # dz/dx = v, dz/dv = x
+        lambda: jac.ops.matmul(M, v, batch=False),           # d(Mv)/dv = M
+        lambda: jac.ops.matmul(v, M, batch=False),           # d(vM)/dv = M^T (a view)
+        lambda: jac.ops.matmul(x, v, batch=False),           # vector . vector
+        lambda: jac.ops.multiply(x, c, batch=False),         # by a 0-d array: dz/dc = x
+        lambda: jac.ops.reshape(M, shape=(16,), batch=False),  # the value is a view of M in numpy
+        lambda: jac.ops.transpose(M, batch=False),
+    ]
+    for case in cases:
+        before = [a.copy() for a in (W, x, v, M, c)]
+        value, jacs = case()
+        for r in (value, *jacs):
+            r[...] = 0
+        for a, b in zip((W, x, v, M, c), before):
+            np.testing.assert_array_equal(a, b)

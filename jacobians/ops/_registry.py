@@ -142,7 +142,7 @@ class Op:
             check_bytes(nbytes, f"{self.name}: the Jacobian w.r.t. {name}", shape)
             total += nbytes
         if len(forms) > 1:
-            check_bytes(total, f"{self.name}: the Jacobians w.r.t. {', '.join(n for n, _ in forms)} together")
+            check_bytes(total, f"{self.name}: returning the Jacobians w.r.t. {', '.join(n for n, _ in forms)}")
         taken = [a for a in arrays.values() if a is not None]
         value = _fresh(value, taken)
         taken.append(value)
