@@ -15,6 +15,7 @@ import jacobians as jac
 from jacobians import fn, ops
 from jacobians.ops import elementwise
 from jacobians.ops.elementwise import ROWS
+from jacobians.testing import check_row
 
 # sample points inside each row's domain, away from kinks and infinite slopes
 INPUTS = {"log": (0.3, 3), "log1p": (-0.7, 3), "log2": (0.3, 3), "log10": (0.3, 3), "sqrt": (0.3, 3),
@@ -39,43 +40,28 @@ def unary_cases():
                 yield pytest.param(name, p, id=f"{name}{p or ''}")
 
 
-def as_array(v, x):
-    return np.broadcast_to(np.asarray(v(x) if callable(v) else v, dtype=np.float64), np.shape(x))
-
-
 @pytest.mark.parametrize("name, p", list(unary_cases()))
 def test_unary_row_second_derivative_is_the_slope_of_the_first(name, p):
-    row = ROWS[name]
-    x, h = points(name), 1e-5
-    d1 = lambda x: as_array(lambda x: row.d1(x, row.f(x, **p), **p) if callable(row.d1) else row.d1, x)
-    d2 = as_array(lambda x: row.d2(x, row.f(x, **p), **p) if callable(row.d2) else row.d2, x)
-    numeric = (d1(x + h) - d1(x - h)) / (2 * h)
-    np.testing.assert_allclose(d2, numeric, rtol=1e-6, atol=1e-6, err_msg=name)
-    # and f' against f, on the same grid (the table checks it through the op as well)
-    numeric1 = (row.f(x + h, **p) - row.f(x - h, **p)) / (2 * h)
-    np.testing.assert_allclose(d1(x), numeric1, rtol=1e-6, atol=1e-6, err_msg=name)
+    result = check_row(name, points(name), **p)
+    assert result.mode == "second derivative" and result.max_rel_error < 1e-6
+    # and f' against f on the same grid (the op table checks it through the op as well)
+    row, x, h = ROWS[name], points(name), 1e-5
+    d1 = np.broadcast_to(row.d1(x, row.f(x, **p), **p) if callable(row.d1) else row.d1, x.shape)
+    np.testing.assert_allclose(d1, (row.f(x + h, **p) - row.f(x - h, **p)) / (2 * h), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", [n for n, r in ROWS.items() if r.arity == 2])
 def test_binary_row_second_derivatives_are_the_slopes_of_the_first(name):
-    row = ROWS[name]
     rng = np.random.default_rng(3)
     a, b = rng.uniform(0.3, 2.0, 30) * rng.choice([-1, 1], 30), rng.uniform(0.3, 2.0, 30) * rng.choice([-1, 1], 30)
-    h = 1e-5
+    assert check_row(name, a, b).max_rel_error < 1e-6
 
-    def d1(a, b):
-        v = row.d1(a, b, row.f(a, b)) if callable(row.d1) else row.d1
-        return [np.broadcast_to(np.asarray(t, dtype=np.float64), a.shape) for t in v]
 
-    d2 = row.d2(a, b, row.f(a, b)) if callable(row.d2) else row.d2
-    faa, fab, fbb = [np.broadcast_to(np.asarray(t, dtype=np.float64), a.shape) for t in d2]
-    da = [(u - d) / (2 * h) for u, d in zip(d1(a + h, b), d1(a - h, b))]     # d/da of (f_a, f_b)
-    db = [(u - d) / (2 * h) for u, d in zip(d1(a, b + h), d1(a, b - h))]     # d/db of (f_a, f_b)
-    for got, want in ((faa, da[0]), (fab, da[1]), (fab, db[0]), (fbb, db[1])):
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=name)
-    fa, fb = d1(a, b)
-    np.testing.assert_allclose(fa, (row.f(a + h, b) - row.f(a - h, b)) / (2 * h), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(fb, (row.f(a, b + h) - row.f(a, b - h)) / (2 * h), rtol=1e-6, atol=1e-6)
+def test_check_row_reports_a_wrong_second_derivative(monkeypatch):
+    monkeypatch.setattr(ops.sin, "row", ops.sin.row._replace(d2=lambda x, y: y))   # sign error
+    with pytest.raises(AssertionError, match=r"^sin: Jacobian w\.r\.t\. f'' .* disagrees with central differences "
+                                             r"\(second derivative\)"):
+        check_row("sin", np.linspace(-1, 1, 5))
 
 
 def test_every_elementwise_op_has_a_row():
