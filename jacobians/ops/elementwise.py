@@ -271,10 +271,10 @@ def _one_minus_sq(x):  # 1 - x^2 without cancellation near |x| = 1
 _unit_closed = (lambda x: np.abs(x) <= 1, "in [-1, 1]")
 _unit_open = (lambda x: np.abs(x) < 1, "|x| < 1")
 _positive = (lambda x: x > 0, "positive")
-_REAL = None
+_REAL = None   # a parameter whose "allowed" is None: any finite real number
 
 # ---------------------------------------------------------------- the rows
-#      name            f                       f'(x, y)                                f''(x, y)                               f' in words
+# each: unary(name, f(x), f'(x, y), f''(x, y), "f' in words", doc, domain=, smooth=, numpy=)
 
 exp = unary("exp", np.exp, lambda x, y: y, lambda x, y: y, "y", "e**x elementwise.", numpy=("exp",))
 expm1 = unary("expm1", np.expm1, lambda x, y: np.exp(x), lambda x, y: np.exp(x), "e**x",
