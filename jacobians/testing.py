@@ -21,7 +21,7 @@ import numpy as np
 
 from . import ops as _ops
 
-__all__ = ["check_jacobian", "numerical_jacobian", "expand_batch", "CheckResult"]
+__all__ = ["check_jacobian", "check_row", "numerical_jacobian", "expand_batch", "CheckResult"]
 
 
 @dataclass
@@ -149,3 +149,40 @@ def _compare(op, name, shape, mode, analytic, numeric, rtol, atol, args) -> Chec
 def _is_float(a) -> bool:
     return isinstance(a, (float, np.floating)) or (isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)) \
         or (isinstance(a, (list, tuple)) and np.issubdtype(np.asarray(a).dtype, np.floating))
+
+
+def check_row(op: _ops.Op | str, *args, rtol: float = 1e-6, atol: float = 1e-6, eps: float = 1e-5,
+              **params) -> CheckResult:
+    """Check an elementwise op's second-derivative column against central differences of its first (float64).
+
+    Unary rows: ``f''(x)`` against ``(f'(x + h) - f'(x - h)) / 2h``; binary rows: ``(f_aa, f_ab, f_bb)``
+    against the differences of ``(f_a, f_b)`` in a and in b (``f_ab`` both ways).  ``args`` are the
+    points (arrays of one shape).  Raises ``AssertionError`` naming the op, the entry and the point.
+    """
+    op = _ops.get(op) if isinstance(op, str) else op
+    row = op.row
+    if row is None:
+        raise AssertionError(f"{op.name}: not an elementwise op (no row)")
+    pts = [np.asarray(a, dtype=np.float64) for a in args]
+    shape = np.broadcast_shapes(*[p.shape for p in pts])
+
+    def column(d, *p):  # a derivative entry (or tuple of entries) at the points, as float64 arrays
+        v = (d(*p, row.f(*p, **params), **params) if callable(d) else d)
+        v = v if row.arity == 2 else (v,)
+        return [np.broadcast_to(np.asarray(t, dtype=np.float64), shape) for t in v]
+
+    second = column(row.d2, *pts)
+    if row.arity == 1:
+        (x,) = pts
+        pairs = [("f''", second[0], (column(row.d1, x + eps)[0] - column(row.d1, x - eps)[0]) / (2 * eps))]
+    else:
+        a, b = pts
+        da = [(u - d) / (2 * eps) for u, d in zip(column(row.d1, a + eps, b), column(row.d1, a - eps, b))]
+        db = [(u - d) / (2 * eps) for u, d in zip(column(row.d1, a, b + eps), column(row.d1, a, b - eps))]
+        pairs = [("f_aa", second[0], da[0]), ("f_ab", second[1], da[1]), ("f_ba", second[1], db[0]),
+                 ("f_bb", second[2], db[1])]
+    worst = None
+    for what, analytic, numeric in pairs:
+        r = _compare(op.name, what, shape, "second derivative", analytic, numeric, rtol, atol, pts)
+        worst = r if worst is None or r.max_abs_error > worst.max_abs_error else worst
+    return worst

@@ -300,7 +300,7 @@ def test_norm_of_a_zero_row():
 
 
 def test_divide_by_zero():
-    with pytest.raises(ValueError, match=msg("divide: argument b contains zeros (shape (2,))")):
+    with pytest.raises(ValueError, match=msg("divide: argument b must be nonzero; got 0.0 at flat index 1 (shape (2,))")):
         ops.divide(np.ones((3, 2)), np.array([1.0, 0.0]))
 
 
@@ -441,6 +441,7 @@ PARAMS = {
     "transpose": st.fixed_dictionaries({"axes": st.sampled_from([None, (1, 0), (0, 2, 1), (0,), (0, 5), (1, 1)])}),
     "power": st.fixed_dictionaries({"p": st.sampled_from([2, 3, 0.5, -1.5])}),
     "leaky_relu": st.fixed_dictionaries({"alpha": st.sampled_from([0.01, 0.2])}),
+    "gelu": st.fixed_dictionaries({"approximate": st.sampled_from(["none", "tanh"])}),
 }
 
 shapes = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)
@@ -485,3 +486,50 @@ def test_random_shapes_give_a_result_or_a_clear_error(name, data):
         assert J.shape == full or (batch and J.shape == per_sample and value.shape[:1] == a.shape[:1]), \
             (name, value.shape, a.shape, J.shape)
         assert np.isfinite(J).all()
+
+
+def test_op_guard_sizes_every_jacobian_before_building_any():
+    """linear: the Jacobian for x fits, the one for W does not; neither is built."""
+    x, W = np.ones((16, 100)), np.ones((100, 100))
+    limit = 16 << 20                          # J_x is 1.2 MiB, J_W 122 MiB
+    with limited_memory(limit):
+        peak, err = peak_bytes(lambda: ops.linear(x, W))
+    assert isinstance(err, JacobianTooLarge), err
+    assert re.search(msg("linear: the Jacobian w.r.t. W of shape (16, 100, 100, 100) needs 122.1 MiB"), str(err))
+    assert peak < 16 * 100 * 100 * 8, f"{peak} bytes traced: the Jacobian for x was built"
+
+
+def test_op_guard_uses_the_result_dtype():
+    """float32 data and a float64 weight: each Jacobian is sized with the dtype it will have."""
+    x, W = np.ones((64, 128), dtype=np.float32), np.ones((128, 128))
+    _, (Jx, JW) = ops.linear(x[:1, :2], W[:2, :2])
+    assert (Jx.dtype, JW.dtype) == (np.float64, np.float32)
+    need_x = 64 * 128 * 128 * 8                # 8 MiB in float64
+    with limited_memory(need_x - 1):
+        peak, err = peak_bytes(lambda: ops.linear(x, W[:, :128]))
+    assert isinstance(err, JacobianTooLarge) and "w.r.t. x of shape (64, 128, 128) needs 8.0 MiB" in str(err), err
+    assert peak < need_x - 1
+
+
+def test_op_guard_counts_all_jacobians_together():
+    x, W = np.ones((4, 64)), np.ones((64, 64))          # J_x 128 KiB, J_W 8 MiB
+    with limited_memory(8 << 20):
+        peak, err = peak_bytes(lambda: ops.linear(x, W))
+    assert isinstance(err, JacobianTooLarge), err
+    assert re.search(msg("linear: returning the Jacobians w.r.t. x, W needs 8.1 MiB, over the memory limit of 8.0 MiB"),
+                     str(err)), err
+    assert peak < 1 << 20
+
+
+def test_power_zero_at_zero_has_slope_zero():
+    y, (dy,) = ops.power(np.array([[0.0, 2.0]]), p=0)
+    np.testing.assert_array_equal(y, [[1.0, 1.0]])
+    np.testing.assert_array_equal(dy, np.zeros((1, 2, 2)))
+    _, (d1,) = ops.power(np.array([[0.0]]), p=1)
+    assert d1[0, 0, 0] == 1.0
+
+
+def test_softmax_cross_entropy_without_target():
+    with pytest.raises(TypeError, match=msg("softmax_cross_entropy: argument target is required: integer class "
+                                            "labels (...) or target probabilities (..., C); got None")):
+        ops.softmax_cross_entropy(np.zeros((2, 3)), None)

@@ -422,6 +422,38 @@ OP_CASES.update({"maximum": _case_maximum, "minimum": lambda: _case_maximum("min
                  "amin": lambda: _case_amax("amin")})
 
 
+def _unit_case(op: str, shift: float = 0.0):
+    """Ops defined on an interval: their input is 0.9 tanh(linear) + shift (|.| < 1, or > 1 for arccosh)."""
+    def make():
+        r, x, W, V = _data(sum(map(ord, op)))
+
+        def f(x, W, V):
+            return fn.linear(getattr(fn, op)(0.9 * fn.tanh(fn.linear(x, W)) + shift), V)
+        return f, dict(x=x, W=W, V=V), ("x", "W", "V"), "x", dict(x=(B, K, D), W=(B, K, H, D), V=(B, K, K, H))
+    return make
+
+
+def _binary_case(op: str):
+    """Binary elementwise ops: a traced (B, H) against a shared (H,) argument, broadcast over the batch."""
+    def make():
+        r, x, W, V = _data(sum(map(ord, op)))
+        g = r.normal(size=H)
+
+        def f(x, W, g):
+            return fn.tanh(getattr(fn, op)(fn.linear(x, W), g))
+        return f, dict(x=x, W=W, g=g), ("x", "W", "g"), "x", dict(x=(B, H, D), W=(B, H, H, D), g=(B, H, H))
+    return make
+
+
+OP_CASES.update({op: _elementwise_case(op) for op in (
+    "sin", "cos", "arctan", "sinh", "cosh", "arcsinh", "expm1", "exp2", "erf", "erfc", "log_sigmoid", "silu",
+    "swish", "gelu", "sign", "cbrt", "reciprocal")})
+OP_CASES.update({op: _positive_case(op) for op in ("log1p", "log2", "log10")})
+OP_CASES.update({op: _unit_case(op) for op in ("tan", "arcsin", "arccos", "arctanh")})
+OP_CASES.update({"arccosh": _unit_case("arccosh", 2.0)})
+OP_CASES.update({op: _binary_case(op) for op in ("arctan2", "logaddexp", "hypot")})
+
+
 def test_the_table_covers_every_op():
     # index-map ops are composed in tests/test_indexing_composed.py until the planner integrates maps
     assert set(OP_CASES) == {n for n, op in jac.ops.OPS.items() if op.family not in ("indexing", "conv")}

@@ -182,6 +182,16 @@ CASES = [
     ("linalg.norm", lambda a: np.linalg.norm(a), [(3, 4)]),
     ("linalg.norm", lambda a: np.linalg.norm(a, axis=-1), [(3, 4)]),
     ("linalg.norm", lambda a: np.linalg.norm(a, ord=1, axis=0), [(3, 4)]),
+    # the elementwise rows' numpy ufuncs (jacobians/ops/elementwise.py): inputs inside each domain
+    *[(n, (lambda u: lambda a: u(0.5 * np.tanh(a)))(getattr(np, n)), [(3, 4)])
+      for n in ("arcsin", "arccos", "arctanh", "tan")],
+    *[(n, (lambda u: lambda a: u(a))(getattr(np, n)), [(3, 4)])
+      for n in ("arctan", "arcsinh", "sin", "cos", "sinh", "cosh", "exp2", "expm1", "sign")],
+    *[(n, (lambda u: lambda a: u(a))(getattr(np, n)), [(3, 4)], "pos") for n in ("log10", "log1p", "log2", "cbrt",
+                                                                                   "reciprocal")],
+    ("arccosh", lambda a: np.arccosh(1.5 + a), [(3, 4)], "pos"),
+    *[(n, (lambda u: lambda a, b: u(a, b))(getattr(np, n)), [(3, 4), (4,)], "away")
+      for n in ("arctan2", "hypot", "logaddexp")],
     ("ndim", lambda a: a * np.ndim(a), [(3,)]),
     ("size", lambda a: a * np.size(a, 0), [(3,)]),
 ]
