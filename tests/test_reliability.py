@@ -323,3 +323,104 @@ def test_execution_refuses_a_trace_whose_factored_structure_differs_from_the_pla
     graph.nodes[c].builders = tuple(bent if i == k else b for i, b in enumerate(graph.nodes[c].builders))
     with pytest.raises(RuntimeError, match="differs from the plan's"):
         execute(plan, graph)
+
+
+# ---------------------------------------------------------------- numpy names mean numpy (item 2; every mapping: test_numpy_meanings.py)
+
+def test_np_dot_and_np_linalg_norm_mean_what_numpy_means():
+    r = rng(40)
+    x, W = r.normal(size=(3, 4)), r.normal(size=(4, 2))
+    J = jac.jacobian(lambda x, W: np.dot(x, W), wrt="W")(x, W)           # d (x W)[b, o] / d W[i, j] = x[b, i] delta_oj
+    np.testing.assert_allclose(J, np.einsum("bi,oj->boij", x, np.eye(2)))
+    G = jac.jacobian(lambda X: np.linalg.norm(X), wrt="X")(x)              # Frobenius, not a per-row norm
+    assert G.shape == x.shape
+    np.testing.assert_allclose(G, x / np.linalg.norm(x), rtol=1e-13)
+
+
+# ---------------------------------------------------------------- deep chains plan in polynomial time (item 6; more: test_network_planning.py)
+
+def test_a_24_layer_chain_plans_and_agrees_with_both_folds():
+    # 24 layers took more than 25 s to plan under order="optimal" ('dp' over a batch label on every term)
+    r = rng(41)
+    Ws = [r.normal(size=(6, 6)) / 3 for _ in range(24)]
+
+    def deep(x, *Ws):
+        for W in Ws:
+            x = fn.tanh(fn.linear(x, W))
+        return x
+    x = r.normal(size=(4, 6))
+    plans = {o: jac.jacobian(deep, wrt="x", batched="x", order=o).plan(x, *Ws) for o in ("optimal", "forward", "reverse")}
+    assert plans["optimal"].flops <= min(plans["forward"].flops, plans["reverse"].flops)
+    np.testing.assert_allclose(jac.jacobian(deep, wrt="x", batched="x")(x, *Ws),
+                               jac.jacobian(deep, wrt="x", batched="x", order="reverse")(x, *Ws), rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------- the memory guard sizes before allocating (item 7)
+
+def test_an_op_refuses_before_building_any_of_its_jacobians():
+    # jac.ops.linear built the Jacobian for x before refusing the one for W; peak measured, limit 20 MiB
+    x, W = np.ones((64, 200)), np.ones((200, 200))           # dz/dx 20 MiB (per sample), dz/dW 410 MiB
+    tracemalloc.start()
+    try:
+        with limited_memory(24 << 20), pytest.raises(JacobianTooLarge):
+            jac.ops.linear(x, W)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+
+
+def test_compares_sweeps_stay_under_the_limit():
+    # the JVP/VJP sweeps built an n x n identity per chunk (1.17 GB under a 200 MiB limit)
+    from jacobians.graph import trace
+    from jacobians.modes import sweep_jacobian
+    import inspect
+    r = rng(42)
+    f = lambda x, W: fn.tanh(fn.linear(x, W))   # noqa: E731
+    x, W = r.normal(size=2000), r.normal(size=(3, 2000))
+    graph = trace(f, inspect.signature(f).bind(x, W), ["x", "W"])
+    tracemalloc.start()
+    try:
+        with limited_memory(2 << 20):
+            J = sweep_jacobian(graph, "x", "jvp").jacobian
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, peak                    # the identity alone would be 32 MB
+    np.testing.assert_allclose(J, (1 - np.tanh(W @ x) ** 2)[:, None] * W, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- the memory limit's variable (item 11; every case: test_limits.py)
+
+@pytest.mark.parametrize("value", ["abc", "1 G", "nan", "inf", "0", "-1"])
+def test_a_bad_memory_limit_variable_is_named(monkeypatch, value):
+    from jacobians import limits
+    monkeypatch.setenv("JACOBIANS_MAX_BYTES", value)
+    monkeypatch.setattr(limits, "_limit", None, raising=False)
+    with pytest.raises(ValueError, match="JACOBIANS_MAX_BYTES"):
+        limits.parse_bytes(value, "environment variable JACOBIANS_MAX_BYTES")
+
+
+@pytest.mark.parametrize("value, nbytes", [("2GiB", 2 << 30), ("500MB", 500_000_000), ("4096", 4096)])
+def test_human_sizes_are_accepted(value, nbytes):
+    from jacobians.limits import parse_bytes
+    assert parse_bytes(value, "JACOBIANS_MAX_BYTES") == nbytes
+
+
+# ---------------------------------------------------------------- aliasing: op results own their data (item 5; every op: test_ops.py)
+
+@pytest.mark.parametrize("call", [
+    lambda W: jac.ops.linear(np.ones(3), W, batch=False),
+    lambda W: jac.ops.dot(np.ones(3), W[0], batch=False),
+    lambda W: jac.ops.matmul(np.ones(2), W, batch=False),
+    lambda W: jac.ops.matmul(W.T, np.ones(2), batch=False),
+    lambda W: jac.ops.multiply(W, np.array(2.0), batch=False),
+])
+def test_writing_into_a_returned_jacobian_leaves_the_inputs_alone(call):
+    W = np.arange(6.0).reshape(2, 3) + 1
+    before = W.copy()
+    value, jacs = call(W)
+    for J in (value, *jacs):
+        assert J.flags.owndata or J.base is None or not np.shares_memory(J, W)
+        J[...] = 0
+    np.testing.assert_array_equal(W, before)
