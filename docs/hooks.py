@@ -6,6 +6,7 @@ the table without mkdocs installed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 OPS_MARKER = "<!-- ops-table -->"
@@ -34,6 +35,14 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if OPS_MARKER in markdown:
         return markdown.replace(OPS_MARKER, ops_table())
     return markdown
+
+
+ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|data|attr|exc|obj):<code>(~?)([^<]*)</code>")
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Docstrings use Sphinx roles (:func:`x`, :class:`~a.b.C`); show them as code, ``~`` keeping the last name."""
+    return ROLE.sub(lambda m: f"<code>{m[2].rsplit('.', 1)[-1] if m[1] else m[2]}</code>", html)
 
 
 def on_files(files, config):

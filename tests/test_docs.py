@@ -170,3 +170,10 @@ def test_benchmarks_page_includes_the_generated_results_not_a_copy():
     page = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
     assert '--8<-- "benchmarks/results.md"' in page
     assert "| problem |" not in page      # the numbers come from the file the benchmark run writes
+
+
+def test_sphinx_roles_of_docstrings_render_as_code():
+    hooks = _hooks()
+    html = "see :func:<code>jacobians.jacobian</code> and :class:<code>~jacobians.explain.ExplainError</code>"
+    assert hooks.on_page_content(html, page=None, config=None, files=None) == (
+        "see <code>jacobians.jacobian</code> and <code>ExplainError</code>")
