@@ -8,7 +8,9 @@ toolkit ops (``np.tanh(h)`` is ``fn.tanh(h)``).  Tracing is eager: values are
 computed while the graph is recorded.  A graph belongs to one call (it holds that
 call's values); its :attr:`Graph.signature` (ops, argument references, constant
 shapes, parameters, value shapes and dtypes, never values) is what a plan is
-cached by.
+cached by.  A function may return one array or a tuple, list, namedtuple or dict
+of them (nested): :attr:`Graph.leaves` holds the arrays in order, :attr:`Graph.tree`
+their nesting, and :func:`unflatten` puts per-output results back in that shape.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ class Graph:
 
         Per node: the op's name (an input: its name), each array argument as a node index,
         ``None`` or a constant's shape and dtype, the static parameters, the value's shape and
-        dtype; then the output.  Two traces with equal signatures have equal plans."""
+        dtype; then the output's nesting and per output array its node (a constant: shape, dtype).
+        Two traces with equal signatures have equal plans."""
         if None in self._keys:
             return None
         leaves = tuple(l if type(l) is int else (l.shape, l.dtype.str) for l in self.leaves)

@@ -372,3 +372,58 @@ def test_empty_and_foreign_outputs_are_refused():
         jac.jacobian(lambda x, W1, W2: (np.tanh(x), kept[0]), wrt="x")(*args)
     with pytest.raises(TypeError, match=re.escape("argument the function's output['m'] must be a floating-point")):
         jac.jacobian(lambda x, W1, W2: {"y": np.tanh(x), "m": np.arange(3)}, wrt="x")(*args)
+
+
+# ---------------------------------------------------------------- the command line
+
+CELL = '''import numpy as np
+import jacobians as jac
+
+def cell(x, h, W, U):
+    pre = np.tanh(x @ W.T + h @ U.T)
+    return {"h": pre, "c": pre * h}
+
+def example_inputs():
+    r = np.random.default_rng(0)
+    return r.normal(size=(3, 2)), r.normal(size=(3, 4)), r.normal(size=(4, 2)), r.normal(size=(4, 4))
+'''
+
+
+def test_cli_compare_picks_an_output_and_takes_several_batched(tmp_path, capsys):
+    from jacobians import cli
+    path = tmp_path / "cell.py"
+    path.write_text(CELL)
+    fast = ["--orders", "optimal,reverse,vjp", "--repeats", "1", "--min-time", "0", "-q"]
+    assert cli.main(["compare", f"{path}:cell", "--wrt", "x,h", "--batched", "x,h", "--output", "c", *fast]) == 0
+    out = capsys.readouterr().out
+    assert "d cell['c'] / d x: output (3, 4), x (3, 2), per-sample" in out and "Jacobian shape (3, 4, 2)" in out
+    assert "d cell['c'] / d h: output (3, 4), h (3, 4), per-sample" in out and "Jacobian shape (3, 4, 4)" in out
+    assert cli.main(["compare", f"{path}:cell", "--wrt", "x", *fast]) == 1
+    err = capsys.readouterr().err
+    assert "a report covers one output: pick it with output= (one of 'h', 'c')" in err
+    assert len(err.strip().splitlines()) == 1
+    assert cli.main(["compare", f"{path}:cell", "--batched", "x,z", *fast]) == 2
+    assert "--batched 'z' is not an argument of cell(x, h, W, U)" in capsys.readouterr().err
+
+
+def test_lstm_pair_matches_jax_jacrev_of_the_pytree_output():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+
+    def lstm_jax(X, h0, c0, W, U):
+        h, c = h0, c0
+        for t in range(X.shape[1]):
+            pre = jnp.einsum("bd,ghd->gbh", X[:, t], W) + jnp.einsum("bk,ghk->gbh", h, U)
+            i, f, o, g = pre
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return h, c
+
+    args = lstm_args(seed=11)
+    ref = jax.jacrev(lstm_jax, argnums=(0, 1, 3))(*args)     # per output, per argument: full tensors
+    J = jac.jacobian(lstm, wrt=("X", "h0", "W"), batched=("X", "h0", "c0"))(*args)
+    for k in range(2):
+        for a, w in enumerate(("X", "h0", "W")):
+            ours = J[k][w] if w == "W" else expand_batch(J[k][w], 2)
+            close(ours, np.asarray(ref[k][a]))
