@@ -55,7 +55,7 @@ __all__ = ["main"]
 RTOL = 1e-8            # a row disagrees with the optimal order beyond this relative difference
 DEFAULT_PROBLEMS = ("mlp", "bottleneck")
 CLARK = {"Dx": 6, "Dh": 5, "Nc": 3}
-FUNCTION_OPTIONS = ("--wrt", "--batched", "--shape", "--inputs")       # need a function
+FUNCTION_OPTIONS = ("--wrt", "--batched", "--shape", "--inputs", "--output")  # need a function
 BUILTIN_OPTIONS = ("--problem", "--widths", "--batch", "--activation")  # not with a function
 
 
@@ -121,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("function", nargs="?", metavar="FUNCTION",
                    help="your function: path/to/model.py:net or package.module:net")
     _function_options(c, several_wrt=True)
+    c.add_argument("--output", metavar="KEY", help="a function returning a tuple, list or dict of arrays: "
+                                                   "the output to compare (a position or a key)")
     c.add_argument("--problem", metavar="NAMES",
                    help=f"built-in problems, comma-separated, from {', '.join(PROBLEMS)} (default: mlp,bottleneck; "
                         "mlp only when --widths is given)")
@@ -171,8 +173,8 @@ def _function_options(p, several_wrt: bool) -> None:
                    help="the argument(s) to differentiate" + (", repeatable or comma-separated" if several_wrt else
                    "; repeatable or comma-separated, one derivation each") + " (default: a function's first "
                    "argument; x for the built-in networks)")
-    p.add_argument("--batched", metavar="NAME", help="a function's argument whose axis 0 is the batch: "
-                                                     "per-sample Jacobians")
+    p.add_argument("--batched", metavar="NAMES", help="a function's argument(s) whose axis 0 is the batch, "
+                                                      "comma-separated (one batch): per-sample Jacobians")
     p.add_argument("--shape", metavar="NAME=N,N,...", action="append",
                    help="random standard normal float64 input of this shape, e.g. x=32,784 (repeatable)")
     p.add_argument("--inputs", metavar="FILE.npz", help="a function's arguments by name (numpy.savez)")
@@ -517,9 +519,14 @@ def _arguments(parser, func: _Function, args) -> None:
             parser.error(f"--wrt {w!r} is not an argument of {func.signature}")
         if w not in values:
             parser.error(f"--wrt {w!r} has no value (its default is not an array): give --shape {w}=N,N,...")
-    if args.batched is not None and args.batched not in names:
-        parser.error(f"--batched {args.batched!r} is not an argument of {func.signature}")
-    func.wrt, func.batched = list(dict.fromkeys(wrt)), args.batched
+    batched = None if args.batched is None else [b.strip() for b in args.batched.split(",") if b.strip()]
+    for b in batched or ():
+        if b not in names:
+            parser.error(f"--batched {b!r} is not an argument of {func.signature}")
+    if batched is not None and not batched:
+        parser.error("--batched names no argument")
+    func.wrt = list(dict.fromkeys(wrt))
+    func.batched = None if batched is None else batched[0] if len(batched) == 1 else tuple(dict.fromkeys(batched))
 
 
 @contextmanager
@@ -582,12 +589,16 @@ def _compare(args, parser) -> int:
 def _compare_function(args, func: _Function, repeats: int, min_time: float, orders: list[str], fmt) -> int:
     from . import comparison
     seed = int(args.seed)
+    output = getattr(args, "output", None)
+    if output is not None and output.lstrip("-").isdigit():
+        output = int(output)  # a position; any other text is a dict key
     results, reports, failures = [], [], []
     print(f"== {func.label}" + (f", batched over {func.batched}" if func.batched else ""))
     print("\n".join(textwrap.wrap(func.describe_inputs(), 100, subsequent_indent="    ", break_long_words=False)))
     with _Status(args.quiet) as status:
         for w in func.wrt:
-            report = comparison.compare(func.f, *func.args, wrt=w, batched=func.batched, orders=orders, repeats=repeats,
+            report = comparison.compare(func.f, *func.args, wrt=w, batched=func.batched, output=output,
+                                        orders=orders, repeats=repeats,
                                         min_time=min_time, progress=lambda msg, w=w: status.show(f"[d/d{w}] {msg}"),
                                         **func.kwargs)
             status.clear()
@@ -601,6 +612,7 @@ def _compare_function(args, func: _Function, repeats: int, min_time: float, orde
             from .plots import function_figure
             status.show("[plot] Jacobian heatmaps and costs")
             Js = [jacobian(func.f, wrt=w, batched=func.batched)(*func.args, **func.kwargs) for w in func.wrt]
+            Js = Js if output is None else [J[output] for J in Js]
             function_figure(reports, Js, title=func.label).savefig(args.plot, dpi=110, format=fmt)
             status.clear()
             print(f"\nfigure written to {args.plot}")

@@ -26,6 +26,7 @@ predictions next to the counts; with ``m_0 = n`` inputs and ``m_L = m`` outputs:
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import numbers
@@ -37,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .graph import describe_tree
 from .plan import readable
 from .transforms import jacobian
 from .limits import format_bytes
@@ -285,7 +287,27 @@ def _cs182_note(batched, nets) -> str:
     return f"CS182 column empty: its formulas need {CS182_PATTERN}; {why}"
 
 
-def compare(f: Callable, *args, wrt, batched=None, orders: Sequence[str] = DEFAULT_ORDERS,
+def _pick(f: Callable, output) -> Callable:
+    """``f`` returning only ``f(...)[output]`` (same signature, named ``f[output]``)."""
+    name = getattr(f, "__name__", "f")
+
+    @functools.wraps(f)
+    def picked(*args, **kwargs):
+        out = f(*args, **kwargs)
+        if not isinstance(out, (tuple, list, dict)):
+            raise ValueError(f"compare: output={output!r} picks from a tuple, list or dict of outputs; "
+                             f"{name} returns one array")
+        try:
+            return out[output]
+        except (KeyError, IndexError, TypeError):
+            keys = list(out) if isinstance(out, dict) else list(range(len(out)))
+            raise ValueError(f"compare: output={output!r} is not one of {name}'s outputs; "
+                             f"valid options are {', '.join(map(repr, keys))}") from None
+    picked.__name__ = f"{name}[{output!r}]"
+    return picked
+
+
+def compare(f: Callable, *args, wrt, batched=None, output=None, orders: Sequence[str] = DEFAULT_ORDERS,
             repeats: int = DEFAULT_REPEATS, min_time: float = DEFAULT_MIN_TIME,
             progress: Callable[[str], None] | None = None, **kwargs) -> Report:
     """Every order's cost, time and agreement for d f / d ``wrt`` on these arguments.
@@ -297,6 +319,10 @@ def compare(f: Callable, *args, wrt, batched=None, orders: Sequence[str] = DEFAU
     holds the median, the interquartile range, min and max, and the report the
     BLAS thread count (:func:`blas_threads`).  ``progress`` is called with the
     name of each order before it runs.
+
+    A report covers one output: for ``f`` returning a tuple, list or dict of arrays,
+    ``output`` picks one (``output=0``, ``output="h"``); without it such an ``f`` raises
+    a ValueError that lists the choices.
     """
     orders = _check_options(orders, repeats, min_time, progress)
     unknown = [o for o in orders if o not in DEFAULT_ORDERS]
@@ -308,14 +334,21 @@ def compare(f: Callable, *args, wrt, batched=None, orders: Sequence[str] = DEFAU
     if not isinstance(wrt, (str, int)) or isinstance(wrt, bool):
         raise ValueError(f"compare: wrt names one argument (a name or a position); got {wrt!r}")
     say = progress or (lambda msg: None)
+    if output is not None:
+        f = _pick(f, output)
     ref_fn = jacobian(f, wrt=wrt, batched=batched, order="optimal")
     graph, ref_plan = ref_fn.plan_and_graph(args, kwargs)
+    if graph.several:
+        kind, children = graph.tree
+        keys = [k for k, _ in children] if kind is dict else list(range(len(children)))
+        raise ValueError(f"compare: {getattr(f, '__name__', 'f')} returns {describe_tree(graph.tree)}; a "
+                         f"report covers one output: pick it with output= (one of {', '.join(map(repr, keys))})")
     name = ref_fn.wrt[0]
     say("optimal (reference)")
     ref_timing, ref = _timed(lambda: ref_fn(*args, **kwargs), repeats, min_time)
     in_shape = np.shape(graph.nodes[graph.inputs[name]].value)
     out_shape = np.shape(graph.nodes[graph.output].value) if graph.output is not None else ()
-    per_sample = batched is not None and ref_fn.batched == name and ref.shape == tuple(out_shape) + tuple(in_shape[1:])
+    per_sample = name in ref_fn.batch_names and ref.shape == tuple(out_shape) + tuple(in_shape[1:])
     nets = ref_plan.networks
     dims = chain_dims(nets[0].network) if len(nets) == 1 and batched is None else None
     report = Report(f"d {getattr(f, '__name__', 'f')} / d {name}: output {tuple(out_shape)}, "

@@ -8,7 +8,9 @@ toolkit ops (``np.tanh(h)`` is ``fn.tanh(h)``).  Tracing is eager: values are
 computed while the graph is recorded.  A graph belongs to one call (it holds that
 call's values); its :attr:`Graph.signature` (ops, argument references, constant
 shapes, parameters, value shapes and dtypes, never values) is what a plan is
-cached by.
+cached by.  A function may return one array or a tuple, list, namedtuple or dict
+of them (nested): :attr:`Graph.leaves` holds the arrays in order, :attr:`Graph.tree`
+their nesting, and :func:`unflatten` puts per-output results back in that shape.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import numpy as np
 from . import ops as _ops
 from .errors import as_float_array
 
-__all__ = ["Traced", "TracedBool", "TraceContext", "Graph", "Node", "trace", "fn", "numpy_table"]
+__all__ = ["Traced", "TracedBool", "TraceContext", "Graph", "Node", "trace", "unflatten", "describe_tree", "fn",
+           "numpy_table"]
 
 
 @dataclass
@@ -49,8 +52,8 @@ class Graph:
     def __init__(self) -> None:
         self.nodes: list[Node] = []
         self.inputs: dict[str, int] = {}
-        self.output: int | None = None
-        self.constant_output: np.ndarray | None = None
+        self.leaves: list = []          # per output array: its node index, or a constant ndarray
+        self.tree = None                # how the leaves nest (None: f returned one array); see unflatten
         self._keys: list = []           # per node, its structural key (None: not hashable)
 
     def add(self, node: Node) -> int:
@@ -64,20 +67,54 @@ class Graph:
 
         Per node: the op's name (an input: its name), each array argument as a node index,
         ``None`` or a constant's shape and dtype, the static parameters, the value's shape and
-        dtype; then the output.  Two traces with equal signatures have equal plans."""
+        dtype; then the output's nesting and per output array its node (a constant: shape, dtype).
+        Two traces with equal signatures have equal plans."""
         if None in self._keys:
             return None
-        out = self.constant_output
-        tail = (self.output, None if out is None else (out.shape, out.dtype.str))
-        return (*self._keys, tail)
+        leaves = tuple(l if type(l) is int else (l.shape, l.dtype.str) for l in self.leaves)
+        return (*self._keys, (self.tree, leaves))
 
-    def between(self, sources: set[int]) -> set[int]:
-        """Nodes on some path from ``sources`` to the output (sources and output included)."""
+    @property
+    def several(self) -> bool:
+        """Whether f returned a structure of arrays (a tuple, list or dict) rather than one array."""
+        return self.tree is not None
+
+    @property
+    def outputs(self) -> list[int | None]:
+        """Per output array (the leaves of f's result, in order): its node, or None for a constant."""
+        return [l if type(l) is int else None for l in self.leaves]
+
+    @property
+    def output(self) -> int | None:
+        """The output node of a function that returns one array (None: it returned a constant).
+
+        Raises ValueError for a function that returns several: a tool that takes one output
+        must be told which (``compare(..., output=k)``)."""
+        self._one("the output")
+        leaf = self.leaves[0] if self.leaves else None
+        return leaf if type(leaf) is int else None
+
+    @property
+    def constant_output(self) -> np.ndarray | None:
+        """The array a function returning one constant returned (None: a traced output)."""
+        self._one("the output")
+        leaf = self.leaves[0] if self.leaves else None
+        return None if leaf is None or type(leaf) is int else leaf
+
+    def _one(self, what: str) -> None:
+        if self.several:
+            raise ValueError(f"{what}: the function returns {describe_tree(self.tree)}, not one array; "
+                             f"pick one (compare(..., output=k) takes output k)")
+
+    def between(self, sources: set[int], targets: set[int] | None = None) -> set[int]:
+        """Nodes on some path from ``sources`` to ``targets`` (default: every output node), both included."""
+        if targets is None:
+            targets = {l for l in self.leaves if type(l) is int}
         fwd = set(sources)
         for i, node in enumerate(self.nodes):
             if any(p in fwd for _, p in node.parents()):
                 fwd.add(i)
-        rel = {self.output} if self.output in fwd else set()
+        rel = {t for t in targets if t in fwd}
         for i in range(len(self.nodes) - 1, -1, -1):
             if i in rel:
                 rel.update(p for _, p in self.nodes[i].parents() if p in fwd)
@@ -777,12 +814,58 @@ def trace(f: Callable, bound, inputs: list[str]) -> Graph:
         graph.inputs[name] = graph.add(Node(name, value=np.asarray(arguments[name])))
         arguments[name] = Traced(graph, graph.inputs[name])
     out = f(*arguments.values()) if isinstance(bound, dict) else f(*bound.args, **bound.kwargs)
-    if isinstance(out, Traced):
-        if out.graph is not graph:
-            raise ValueError("jacobian: the function returned a value traced in another call")
-        graph.output = out.index
-    else:
-        if isinstance(out, (tuple, list)):
-            raise TypeError("jacobian: the function must return one array (tuples of outputs are not supported)")
-        graph.constant_output = as_float_array("jacobian", "the function's output", out)
+    found: list = []
+    graph.tree = _flatten(out, found, "the function's output")
+    if not found:
+        raise ValueError(f"jacobian: the function returned {describe_tree(graph.tree)}: no output array")
+    for value, where in found:
+        if isinstance(value, Traced):
+            if value.graph is not graph:
+                raise ValueError(f"jacobian: {where} is a value traced in another call")
+            graph.leaves.append(value.index)
+        else:
+            graph.leaves.append(as_float_array("jacobian", where, value))
     return graph
+
+
+# ---------------------------------------------------------------- several outputs
+
+_CONTAINERS = (tuple, list, dict)
+
+
+def _flatten(out, found: list, where: str):
+    """The nesting of ``out`` (tuples, lists, namedtuples, dicts of arrays), its arrays appended to ``found``.
+
+    A leaf is ``None``; a container is ``(type, children)``, a dict's children ``((key, child), ...)``."""
+    kind = type(out)
+    if kind in _CONTAINERS or (isinstance(out, tuple) and hasattr(kind, "_fields")):
+        if kind is dict:
+            return dict, tuple((k, _flatten(v, found, f"{where}[{k!r}]")) for k, v in out.items())
+        return kind, tuple(_flatten(v, found, f"{where}[{i}]") for i, v in enumerate(out))
+    found.append((out, where))
+    return None
+
+
+def unflatten(tree, leaves):
+    """``leaves`` (in order) placed back into the nesting ``tree`` recorded by :func:`trace`."""
+    it = iter(leaves)
+
+    def build(t):
+        if t is None:
+            return next(it)
+        kind, children = t
+        if kind is dict:
+            return {k: build(c) for k, c in children}
+        values = [build(c) for c in children]
+        return kind(*values) if hasattr(kind, "_fields") else kind(values)
+    return build(tree)
+
+
+def describe_tree(tree) -> str:
+    """``"a tuple of 2"``, ``"a dict with keys 'h', 'c'"``: what a function returned, for messages."""
+    if tree is None:
+        return "one array"
+    kind, children = tree
+    if kind is dict:
+        return "a dict with keys " + ", ".join(repr(k) for k, _ in children) if children else "an empty dict"
+    return f"a {kind.__name__} of {len(children)}"

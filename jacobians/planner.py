@@ -64,10 +64,9 @@ def structure(f) -> tuple:
     return (f.out, f.inp, tuple((sub, np.shape(a)) for sub, a in f.operands))
 
 
-def _segments(graph: Graph, sources: set[int]) -> list[_Segment]:
-    """Maximal chains of the subgraph between ``sources`` and the output."""
-    out = graph.output
-    rel = graph.between(sources)
+def _segments(graph: Graph, sources: set[int], outs: set[int]) -> list[_Segment]:
+    """Maximal chains of the subgraph between ``sources`` and the output nodes ``outs`` (each one ends a chain)."""
+    rel = graph.between(sources, outs)
     consumers: dict[int, list[tuple[int, int]]] = {i: [] for i in rel}
     indeg = {i: 0 for i in rel}
     for c in sorted(rel):
@@ -75,7 +74,7 @@ def _segments(graph: Graph, sources: set[int]) -> list[_Segment]:
             if p in rel:
                 consumers[p].append((c, k))
                 indeg[c] += 1
-    branch = lambda v: v in sources or v == out or indeg[v] != 1 or len(consumers[v]) != 1
+    branch = lambda v: v in sources or v in outs or indeg[v] != 1 or len(consumers[v]) != 1
     segs = []
     for v in sorted(rel):
         if not branch(v):
@@ -245,10 +244,15 @@ class _Planner:
 
 
 def _accumulate(planner: _Planner, wrt: list[str], mode: str) -> dict:
-    """Blocks ``d out / d wrt`` by ``mode``: "reverse" (one sweep from the output), "forward" (one per input)."""
+    """Blocks ``d out / d wrt`` per output node and wrt name, keyed ``(node, name)`` (None: no dependence).
+
+    "reverse": one sweep per output node, from it down to every wrt; "forward": one sweep per
+    wrt up to every output node at once, so the blocks ``d v / d x`` of the values the outputs
+    share are planned once and read by each.
+    """
     graph = planner.graph
-    out = graph.output
-    results: dict[str, Block | None] = {}
+    outs = list(dict.fromkeys(o for o in graph.outputs if o is not None))
+    results: dict[tuple[int, str], Block | None] = {}
 
     def add(blocks: dict, key: int, block: Block) -> None:
         blocks[key] = planner.add(blocks[key], block) if key in blocks else block
@@ -256,52 +260,71 @@ def _accumulate(planner: _Planner, wrt: list[str], mode: str) -> dict:
     def name(i: int) -> str:
         return graph.nodes[i].name
 
-    if out in graph.inputs.values():  # the function returns one of its inputs
-        for n in wrt:
-            results[n] = planner.identity(out) if graph.inputs[n] == out else None
-        return results
+    inputs = set(graph.inputs.values())
+    for out in outs:
+        if out in inputs:  # the function returns one of its inputs
+            for n in wrt:
+                results[(out, n)] = planner.identity(out) if graph.inputs[n] == out else None
+    swept = [o for o in outs if o not in inputs]
     if mode == "reverse":
         sources = {graph.inputs[n]: n for n in wrt}
-        segs = _segments(graph, set(sources))
-        blocks = {out: planner.identity(out)} if segs else {}
-        for seg in sorted(segs, key=lambda s: (-s.start, -s.end)):
-            if seg.end in blocks:
-                add(blocks, seg.start, planner.segment(blocks[seg.end], seg, "reverse",
-                                                       f"d{name(out)}/d{name(seg.start)}"))
-        for i, n in sources.items():
-            results[n] = blocks.get(i)
+        for out in swept:
+            segs = _segments(graph, set(sources), {out})
+            blocks = {out: planner.identity(out)} if segs else {}
+            for seg in sorted(segs, key=lambda s: (-s.start, -s.end)):
+                if seg.end in blocks:
+                    add(blocks, seg.start, planner.segment(blocks[seg.end], seg, "reverse",
+                                                           f"d{name(out)}/d{name(seg.start)}"))
+            for i, n in sources.items():
+                results[(out, n)] = blocks.get(i)
     else:
         for n in wrt:
             i = graph.inputs[n]
-            segs = _segments(graph, {i})
+            segs = _segments(graph, {i}, set(swept))
             blocks = {i: planner.identity(i)} if segs else {}
             for seg in sorted(segs, key=lambda s: (s.end, s.start)):
                 if seg.start in blocks:
                     add(blocks, seg.end, planner.segment(blocks[seg.start], seg, "forward",
                                                          f"d{name(seg.end)}/d{n}"))
-            results[n] = blocks.get(out)
+            for out in swept:
+                results[(out, n)] = blocks.get(out)
     return results
 
 
-def _finish(planner: _Planner, blocks: dict, batched: str | None) -> dict:
-    """Expand each block to its explicit layout: ``(*out, *in)``, per-sample where the batch delta survives."""
+def _finish(planner: _Planner, blocks: dict, batched: tuple[str, ...]) -> dict:
+    """Expand each block ``(node, name)`` to its explicit layout ``(*out, *in)``; per-sample (the
+    batch axis once) where ``name`` is batched and the batch delta survives."""
     graph = planner.graph
-    out_shape = np.shape(graph.nodes[graph.output].value) if graph.output is not None else np.shape(graph.constant_output)
     results = {}
-    for name, block in blocks.items():
+    for (out, name), block in blocks.items():
         in_shape = np.shape(graph.nodes[graph.inputs[name]].value)
         if block is None:  # the output does not depend on this argument: zeros, no delta, full layout
-            results[name] = (None, tuple(out_shape) + tuple(in_shape))
+            results[(out, name)] = (None, tuple(np.shape(graph.nodes[out].value)) + tuple(in_shape))
             continue
-        collapse = name == batched and block.top[:1] == block.bottom[:1] and len(block.top) > 0
+        collapse = name in batched and block.top[:1] == block.bottom[:1] and len(block.top) > 0
         target = [planner.fresh(planner.sizes[l]) for l in block.top + block.bottom]
         if collapse:
             target[len(block.top)] = target[0]
         final = planner.expand(block, tuple(target))
         if final.data != "".join(dict.fromkeys(target)):  # the layout the user gets: (*out, *in)
             final = planner.expand(final, tuple(target), force=True)
-        results[name] = (final.slot, tuple(planner.sizes[l] for l in final.data))
+        results[(out, name)] = (final.slot, tuple(planner.sizes[l] for l in final.data))
     return results
+
+
+def _by_leaf(graph: Graph, wrt: list[str], results: dict) -> dict:
+    """Results per output leaf: keyed ``name`` when f returns one array, else ``(leaf, name)``;
+    a constant leaf gives zeros of shape ``(*out, *in)``."""
+    by_leaf = {}
+    for k, out in enumerate(graph.outputs):
+        for n in wrt:
+            if out is None:
+                shape = np.shape(graph.leaves[k]) + np.shape(graph.nodes[graph.inputs[n]].value)
+                r = (None, tuple(shape))
+            else:
+                r = results[(out, n)]
+            by_leaf[(k, n) if graph.several else n] = r
+    return by_leaf
 
 
 def compute_itemsize(graph: Graph) -> int:
@@ -320,9 +343,14 @@ def compute_itemsize(graph: Graph) -> int:
     return max(sizes)
 
 
-def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | None = None,
+def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | tuple | None = None,
               factors: dict | None = None) -> Plan:
     """Plan the Jacobians of ``graph`` w.r.t. ``wrt`` from shapes (and the ops' factored forms).
+
+    ``batched`` names the arguments (one or several) whose axis 0 is the per-sample batch.
+    The plan's results are keyed by wrt name when the function returns one array, and by
+    ``(leaf, name)`` (leaf: the position of an output array in the function's flattened result,
+    :attr:`Graph.leaves`) when it returns several; all of them are planned together.
 
     ``factors`` (optional, filled in) caches the factored forms built while planning, so that
     the first execution on the same graph need not build them again.
@@ -330,7 +358,8 @@ def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | None
     itemsize = compute_itemsize(graph)
     dtype = np.result_type(*[graph.nodes[graph.inputs[n]].value for n in wrt], np.float32)
     factors = {} if factors is None else factors
-    if not isinstance(order, str) and graph.output is not None:
+    batched = () if batched is None else (batched,) if isinstance(batched, str) else tuple(batched)
+    if not isinstance(order, str) and any(o is not None for o in graph.outputs):
         # the networks do not depend on the path: count them first (a fold, itemsize 0: no byte
         # checks), so that a branching function hears why before the path meets a network it misfits
         probe = _Planner(graph, "reverse", 0, factors)
@@ -341,9 +370,8 @@ def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | None
         order, ["reverse", "forward"]) if isinstance(order, str) else ["reverse"]
     for mode in modes:
         planner = _Planner(graph, order, itemsize, factors)
-        blocks = {n: None for n in wrt} if graph.output is None else _accumulate(planner, wrt, mode)
-        results = _finish(planner, blocks, batched)
-        strategy = f"{mode} accumulation" if len(planner.steps) > 1 or len(wrt) > 1 else "one network"
+        results = _by_leaf(graph, wrt, _finish(planner, _accumulate(planner, wrt, mode), batched))
+        strategy = f"{mode} accumulation" if len(planner.steps) > 1 or len(results) > 1 else "one network"
         candidates.append((sum(s.cost.flops for s in planner.steps), planner, results, strategy))
     _, planner, results, strategy = min(candidates, key=lambda c: c[0])  # ties: reverse, listed first
     if not isinstance(order, str):

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import as_float_array
 from .execute import execute
-from .graph import Graph, trace
+from .graph import Graph, trace, unflatten
 from .limits import memory_limit
 from .network import resolve_order
 from .plan import Plan
@@ -36,7 +36,10 @@ _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 class JacobianFunction:
-    """``jacobian(f, wrt, batched=..., order=...)``: call it like ``f`` to get explicit Jacobians."""
+    """``jacobian(f, wrt, batched=..., order=...)``: call it like ``f`` to get explicit Jacobians.
+
+    ``batched`` is the name given (None, one name, or a tuple of names); ``batch_names`` is
+    always a tuple."""
 
     def __init__(self, f: Callable, wrt, batched, order) -> None:
         if not callable(f):
@@ -55,7 +58,15 @@ class JacobianFunction:
         if not wrt_list:
             raise ValueError("jacobian: wrt names no argument")
         self.wrt = [self._name(w, "wrt") for w in wrt_list]
-        self.batched = None if batched is None else self._name(batched, "batched")
+        if batched is None or isinstance(batched, (str, int)):
+            self.batched = None if batched is None else self._name(batched, "batched")
+            self.batch_names = () if batched is None else (self.batched,)
+        elif isinstance(batched, (tuple, list)) and batched:
+            self.batch_names = tuple(dict.fromkeys(self._name(b, "batched") for b in batched))
+            self.batched = self.batch_names
+        else:
+            raise TypeError(f"jacobian: batched must name an argument of {self._fname()} (a name or a "
+                            f"position) or a non-empty tuple of them; got {batched!r}")
         resolve_order(order)  # fail early on unknown names
         self.order = order
         # a function of plain parameters called positionally skips inspect's binding (per-call cost)
@@ -84,10 +95,25 @@ class JacobianFunction:
                              f"differentiate must be a named parameter")
         return w
 
+    def _check_batch(self, arguments) -> None:
+        """Every batched argument has an axis 0, and all of them the same size (one per-sample batch)."""
+        for name in self.batch_names:
+            if np.ndim(arguments[name]) == 0:
+                raise ValueError(f"jacobian: batched={name!r} needs a leading batch axis; got a scalar")
+        sizes = {name: np.shape(arguments[name]) for name in self.batch_names}
+        if len({shape[0] for shape in sizes.values()}) > 1:
+            listed = ", ".join(f"{n} {shape}" for n, shape in sizes.items())
+            raise ValueError(f"jacobian: batched={self.batched!r}: axis 0 must be the same batch in every "
+                             f"batched argument; got {listed}")
+
     def __call__(self, *args, **kwargs):
         graph, plan, factors = self._trace_and_plan(args, kwargs)
         results = execute(plan, graph, factors)
-        return results[self.wrt[0]] if self.single else results
+        if not graph.several:
+            return results[self.wrt[0]] if self.single else results
+        per_leaf = [results[(k, self.wrt[0])] if self.single else {n: results[(k, n)] for n in self.wrt}
+                    for k in range(len(graph.leaves))]
+        return unflatten(graph.tree, per_leaf)
 
     def plan(self, *args, **kwargs) -> Plan:
         """The contraction plan for these arguments (traces and plans, contracts nothing)."""
@@ -111,8 +137,8 @@ class JacobianFunction:
             arguments[name] = as_float_array("jacobian", name, arguments[name])
             if name not in inputs:
                 inputs.append(name)
-        if self.batched is not None and np.ndim(arguments[self.batched]) == 0:
-            raise ValueError(f"jacobian: batched={self.batched!r} needs a leading batch axis; got a scalar")
+        if self.batch_names:
+            self._check_batch(arguments)
         graph = trace(self.f, bound, inputs)
         key = graph.signature
         if key is not None:
@@ -124,7 +150,7 @@ class JacobianFunction:
             if plan is not None:
                 return graph, plan, None
         factors: dict = {}
-        plan = make_plan(graph, self.wrt, self.order, self.batched, factors)
+        plan = make_plan(graph, self.wrt, self.order, self.batch_names, factors)
         if key is not None:
             with self._lock:
                 self._cache[key] = plan
@@ -137,9 +163,20 @@ def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal") -> JacobianFu
     """Jacobians of ``f`` (a function of :data:`jacobians.fn` ops) as explicit tensors.
 
     ``wrt`` names the arguments (names or positions; one name gives an array,
-    a tuple gives a dict).  ``batched`` names the argument whose axis 0 is the
-    batch: its Jacobians are per-sample ``(B, *out, *in)`` where samples are
+    a tuple gives a dict).  ``batched`` names the argument (or a tuple of arguments)
+    whose axis 0 is the per-sample batch (the same batch in each: sizes must agree):
+    the Jacobian w.r.t. each is per-sample ``(B, *out, *in)`` where samples are
     independent, and the full ``(B, *out, B, *in)`` where they interact.
+
+    ``f`` may return one array or a tuple, list, namedtuple or dict of arrays
+    (nested as deep as you like); the Jacobians come back in the same structure,
+    the output structure outside and the wrt dict inside (as ``jax.jacobian`` of a
+    pytree output): for ``f`` returning ``(h, c)``, ``wrt="x"`` gives ``(dh/dx, dc/dx)``
+    and ``wrt=("x", "W")`` gives ``({"x": dh/dx, "W": dh/dW}, {"x": dc/dx, "W": dc/dW})``;
+    a dict output ``{"h": h}`` gives ``{"h": dh/dx}`` or ``{"h": {"x": ..., "W": ...}}``.
+    An output that depends on no wrt argument (or a constant) gives zeros.  The outputs
+    share one trace and one plan: reverse accumulation sweeps from each output, forward
+    accumulation plans each ``d v / d x`` once for all outputs; ``optimal`` picks the cheaper.
     ``order`` is ``"optimal"`` (default), ``"forward"``, ``"reverse"`` or an
     explicit opt_einsum path for a single chain; all give the same tensor.
 
@@ -152,5 +189,10 @@ def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal") -> JacobianFu
     >>> x, W = np.ones((4, 3)), np.full((2, 3), 0.1)
     >>> jac.jacobian(net, wrt="x", batched="x")(x, W).shape
     (4, 2, 3)
+    >>> def two(x, W):
+    ...     h = jac.fn.linear(x, W)
+    ...     return jac.fn.tanh(h), h
+    >>> [J.shape for J in jac.jacobian(two, wrt="x", batched="x")(x, W)]
+    [(4, 2, 3), (4, 2, 3)]
     """
     return JacobianFunction(f, wrt, batched, order)

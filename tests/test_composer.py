@@ -1247,12 +1247,16 @@ def test_a_non_float_wrt_argument():
         jac.jacobian(f, wrt="x")(np.full((3, 4), np.nan), W)
 
 
-def test_returning_a_tuple_or_list():
+def test_returning_a_tuple_or_list():  # several outputs in depth: tests/test_multi.py
     x, W = _xw()
-    with pytest.raises(TypeError, match=r"must return one array \(tuples of outputs are not supported\)"):
-        jac.jacobian(lambda x, W: (fn.linear(x, W), x), wrt="x")(x, W)
-    with pytest.raises(TypeError, match="must return one array"):
-        jac.jacobian(lambda x, W: [fn.linear(x, W)], wrt="x")(x, W)
+    alone = jac.jacobian(lambda x, W: fn.linear(x, W), wrt="x")(x, W)
+    Jt = jac.jacobian(lambda x, W: (fn.linear(x, W), x), wrt="x")(x, W)
+    assert isinstance(Jt, tuple) and len(Jt) == 2
+    np.testing.assert_allclose(Jt[0], alone, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(Jt[1], np.eye(x.size).reshape(x.shape + x.shape))
+    Jl = jac.jacobian(lambda x, W: [fn.linear(x, W)], wrt="x")(x, W)
+    assert isinstance(Jl, list) and len(Jl) == 1
+    np.testing.assert_allclose(Jl[0], alone, rtol=1e-13, atol=1e-13)
 
 
 # ---------------------------------------------------------------- float32
