@@ -225,6 +225,8 @@ class _State:
         return Block(top, bottom, output, step.slot)
 
     def _add_step(self, a: Block, b: Block) -> Block:
+        if a.slot is None and b.slot is not None:
+            a, b = b, a  # the block with an array first: the identity is added onto it (no eye written)
         n = len(self.planner.steps)
         r = self.planner.add(a, b)
         self.flops += sum(s.cost.flops for s in self.planner.steps[n:])
