@@ -428,7 +428,7 @@ def _search(start: _State, deadline: float, best_flops: float) -> _State | None:
                 if s is not None and s.flops < best_flops:
                     children.append(s)
         if start.exhausted(deadline):  # anytime: complete the best partial orders by Markowitz
-            for st in sorted(children, key=lambda s: s.flops)[:BEAM_WIDTH]:
+            for st in sorted(children, key=lambda s: s.flops)[:1]:
                 done = _markowitz_rest(st.clone())
                 total = done.clone()
                 total.finish()

@@ -169,3 +169,25 @@ def test_a_search_with_no_time_still_gives_a_plan_no_dearer_than_both_modes():
     K = jac.jacobian(wide_middle, wrt=("x", "B"), order="reverse")(**args)
     for n in J:
         np.testing.assert_allclose(J[n], K[n], rtol=1e-10, atol=1e-12)
+
+
+def gated_stack(x, W):
+    h = x
+    for k in range(W.shape[0]):
+        h = h + np.tanh(h @ fn.sum(W * np.eye(W.shape[0])[k][:, None, None], axis=0).T) * fn.sigmoid(h)
+    return fn.sum(h, axis=-1)
+
+
+def test_a_graph_past_the_exact_search_takes_the_beam_and_agrees():
+    """5 gated residual blocks: 10 intermediate vertices, more than EXACT_MAX (a beam search)."""
+    from jacobians.elimination import EXACT_MAX, intermediate_vertices
+    r = np.random.default_rng(2)
+    x, W = r.normal(size=(2, 3)), r.normal(size=(5, 3, 3)) / 3
+    graph = trace(gated_stack, dict(x=x, W=W), ["x"])
+    assert len(intermediate_vertices(graph, ["x"])) > EXACT_MAX
+    pure = min(make_plan(graph, ["x"], o, "x").flops for o in ("forward", "reverse"))
+    for budget in (0.0, 0.2):
+        assert make_plan(graph, ["x"], "optimal", "x", search_time=budget).flops <= pure
+    J = {o: jac.jacobian(gated_stack, wrt="x", batched="x", order=o)(x, W) for o in ORDERS}
+    for o in ORDERS:
+        np.testing.assert_allclose(J[o], J["forward"], rtol=1e-10, atol=1e-12)
