@@ -12,21 +12,25 @@ each of its out-edges -- one einsum network per pair, costed from shapes with
 to the edge between their far ends.  One side is first *consolidated* (its
 edges contracted and summed into one block each), so that a chain used by
 several products is contracted once; the other side's chains enter the
-products' networks raw.  A vertex with one raw chain on each side is
-eliminated for free: the two chains become one longer chain.
+products' networks raw.  Named orders fix the side (forward: in, reverse: out);
+every other order tries both sides and keeps the cheaper.  A vertex with one raw
+chain on each side is eliminated for free: the two chains become one longer chain.
 
 Forward and reverse accumulation are the topological and reverse-topological
-orders with the in-side and the out-side consolidated; they reproduce the
-planner's forward and reverse FLOPs (one input differentiated).  Other orders:
+orders; they make the planner's forward and reverse networks (the same FLOPs;
+forward for one differentiated input, since the planner sweeps each input on its
+own subgraph), and their sums of blocks are never dearer.  Other orders:
 
 * ``"markowitz"``: repeatedly the vertex of least size-weighted Markowitz degree
   ``|v| * sum |preds| * sum |succs|`` (free chain merges first);
-* ``"optimal"`` on a branching graph: the cheapest of forward, reverse, Markowitz
-  and a search -- dynamic programming over the sets of eliminated vertices while
-  the graph has at most :data:`EXACT_MAX` intermediate vertices, otherwise a beam
-  search seeded with the heuristics -- within ``search_time`` seconds
-  (:data:`SEARCH_TIME` by default).  It is never more expensive than both pure modes:
-  those plans are candidates too.
+* ``"optimal"`` on a branching graph: the cheapest of the planner's forward and
+  reverse plans, the forward, reverse and Markowitz elimination orders, and a search
+  bounded by the cheapest of those: dynamic programming over the sets of eliminated
+  vertices (keeping the cheapest state per set) while the graph has at most
+  :data:`EXACT_MAX` intermediate vertices, otherwise a beam search of width
+  :data:`BEAM_WIDTH`; within ``search_time`` seconds (:data:`SEARCH_TIME` by default),
+  past which the best partial order is completed in Markowitz order.  It is never
+  more expensive than both pure modes: their plans are candidates too.
 
 Orders are stated by node names (``"tanh_0"``, ``"add_1"``), not positions, so a
 chosen order can be saved and replayed with ``order=Elimination(names)``.
