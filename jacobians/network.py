@@ -453,11 +453,17 @@ def _vector_cost(net: Network, link) -> int:
 
 
 ORDERS: dict[str, Callable[[Network], tuple]] = {
-    "forward": forward, "reverse": reverse, "optimal": optimal, "bracket": bracket}
+    "forward": forward, "reverse": reverse, "optimal": optimal, "bracket": bracket,
+    "markowitz": optimal}  # on a branching graph, a vertex-elimination order (jacobians.elimination)
 
 
 def resolve_order(order) -> Callable[[Network], tuple]:
-    """A named order, or an explicit opt_einsum path (a list of position tuples)."""
+    """A named order, or an explicit opt_einsum path (a list of position tuples).
+
+    An elimination order (:class:`jacobians.elimination.Elimination`) orders a graph's
+    vertices; its networks take the optimal path."""
+    if getattr(order, "is_elimination", False):
+        return optimal
     if isinstance(order, str):
         try:
             return ORDERS[order]

@@ -179,6 +179,7 @@ class Plan:
     itemsize: int = 8
     dtype: str = "float64"
     n_slots: int = 0
+    elimination: tuple = ()                         # vertex-elimination order (node names), if one was used
 
     @property
     def flops(self) -> int:
@@ -201,6 +202,8 @@ class Plan:
         lines = [f"plan: order={self.order!r} ({self.strategy}), {len(self.steps)} steps, "
                  f"{self.flops:.3g} FLOPs, largest array {format_bytes(self.largest_intermediate * self.itemsize)}, "
                  f"results {format_bytes(self.result_elements * self.itemsize)}"]
+        if self.elimination:
+            lines.append(f"  elimination order: {' -> '.join(self.elimination)}")
         for s in self.steps:
             if isinstance(s, NetStep):
                 sliced = f", in {s.chunk[1]} slices" if s.chunk else ""

@@ -344,7 +344,7 @@ def compute_itemsize(graph: Graph) -> int:
 
 
 def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | tuple | None = None,
-              factors: dict | None = None) -> Plan:
+              factors: dict | None = None, search_time: float | None = None) -> Plan:
     """Plan the Jacobians of ``graph`` w.r.t. ``wrt`` from shapes (and the ops' factored forms).
 
     ``batched`` names the arguments (one or several) whose axis 0 is the per-sample batch.
@@ -353,34 +353,61 @@ def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | tupl
     :attr:`Graph.leaves`) when it returns several; all of them are planned together.
 
     ``factors`` (optional, filled in) caches the factored forms built while planning, so that
-    the first execution on the same graph need not build them again.
+    the first execution on the same graph need not build them again.  ``"markowitz"``, an
+    :class:`~jacobians.elimination.Elimination` and, on a branching graph, ``"optimal"`` plan
+    by vertex elimination (:mod:`jacobians.elimination`; ``search_time`` bounds its search).
     """
     itemsize = compute_itemsize(graph)
     dtype = np.result_type(*[graph.nodes[graph.inputs[n]].value for n in wrt], np.float32)
     factors = {} if factors is None else factors
     batched = () if batched is None else (batched,) if isinstance(batched, str) else tuple(batched)
-    if not isinstance(order, str) and any(o is not None for o in graph.outputs):
+    elim = getattr(order, "is_elimination", False)
+    if not isinstance(order, str) and not elim and any(o is not None for o in graph.outputs):
         # the networks do not depend on the path: count them first (a fold, itemsize 0: no byte
         # checks), so that a branching function hears why before the path meets a network it misfits
         probe = _Planner(graph, "reverse", 0, factors)
         _accumulate(probe, wrt, "reverse")
         _one_network(sum(isinstance(s, NetStep) for s in probe.steps))
     candidates = []
-    modes = {"forward": ["forward"], "reverse": ["reverse"], "bracket": ["reverse"]}.get(
-        order, ["reverse", "forward"]) if isinstance(order, str) else ["reverse"]
+    modes = {"forward": ["forward"], "reverse": ["reverse"], "bracket": ["reverse"], "markowitz": []}.get(
+        order, ["reverse", "forward"]) if isinstance(order, str) else [] if elim else ["reverse"]
     for mode in modes:
         planner = _Planner(graph, order, itemsize, factors)
         results = _by_leaf(graph, wrt, _finish(planner, _accumulate(planner, wrt, mode), batched))
         strategy = f"{mode} accumulation" if len(planner.steps) > 1 or len(results) > 1 else "one network"
-        candidates.append((sum(s.cost.flops for s in planner.steps), planner, results, strategy))
-    _, planner, results, strategy = min(candidates, key=lambda c: c[0])  # ties: reverse, listed first
-    if not isinstance(order, str):
+        candidates.append((sum(s.cost.flops for s in planner.steps), planner, results, strategy, ()))
+    if elim or order in ("markowitz", "optimal"):
+        candidates += _eliminations(graph, wrt, order, itemsize, factors, batched, search_time,
+                                    fallback=not candidates)
+    _, planner, results, strategy, names = min(candidates, key=lambda c: c[0])  # ties: listed first
+    if not isinstance(order, str) and not elim:
         _one_network(sum(isinstance(s, NetStep) for s in planner.steps))
     check_bytes(sum(math.prod(shape) for _, shape in results.values()) * itemsize, "the explicit Jacobians",
                 tuple(shape for _, shape in results.values()))
     links = tuple((key, structure(factors[key])) for key in planner.used)
     return _bookkeeping(Plan(order, strategy, tuple(planner.steps), results, links, itemsize, dtype.str,
-                             len(planner.steps)))
+                             len(planner.steps), names))
+
+
+def _eliminations(graph: Graph, wrt, order, itemsize, factors, batched, search_time, fallback: bool) -> list:
+    """Candidates by vertex elimination (jacobians.elimination); with ``fallback`` (no other candidate)
+    a reverse accumulation where elimination does not apply (nothing branches, nothing depends on wrt)."""
+    from .elimination import eliminate, intermediate_vertices  # the elimination layer sits on the planner
+    out = []
+    # one output array (several outputs are accumulated per output: forward/reverse only, for now)
+    applies = not graph.several and graph.output is not None and graph.output not in graph.inputs.values()
+    if applies and (order != "optimal" or intermediate_vertices(graph, wrt)):
+        for flops, planner, blocks, names, how in eliminate(graph, wrt, order, "optimal", itemsize, factors,
+                                                             search_time):
+            keyed = {(graph.output, n): b for n, b in blocks.items()}
+            results = _by_leaf(graph, wrt, _finish(planner, keyed, batched))
+            strategy = f"vertex elimination, {how} order"
+            out.append((sum(s.cost.flops for s in planner.steps), planner, results, strategy, names))
+    if not out and fallback:
+        planner = _Planner(graph, "optimal", itemsize, factors)
+        results = _by_leaf(graph, wrt, _finish(planner, _accumulate(planner, wrt, "reverse"), batched))
+        out.append((sum(s.cost.flops for s in planner.steps), planner, results, "reverse accumulation", ()))
+    return out
 
 
 def _one_network(n: int) -> None:
