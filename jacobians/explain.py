@@ -174,7 +174,7 @@ def _node_names(f: Callable, graph) -> dict[int, str]:
     Each op node records the user's frames that made it (``Node.where``); a node made in ``f``'s
     own frame on the line of ``name = ...`` is named ``name`` when it is the statement's last op (its
     value), and a statement run again (a loop) names ``h``, ``h_1``, ...  Inputs keep their names."""
-    taken = {n.name for n in graph.nodes if n.op is None}
+    taken = {n.name for n in graph.nodes}          # inputs, and the op names other nodes fall back to
     out = {i: n.name for i, n in enumerate(graph.nodes)}
     spans = _assignments(f)
     if not spans:
@@ -212,7 +212,11 @@ def _assignments(f: Callable) -> list[tuple[int, int, str]]:
     except (TypeError, OSError, SyntaxError, AttributeError, IndentationError):
         return []
     spans = []
-    for node in ast.walk(tree):
+    defs = [d for d in ast.walk(tree) if isinstance(d, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and d.name == f.__code__.co_name]
+    if not defs:  # a lambda: its lines belong to the statement around it, whose names are not its own
+        return []
+    for node in (n for stmt in defs[0].body for n in ast.walk(stmt)):
         target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
             getattr(node, "target", None) if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else None
         if isinstance(target, ast.Name):
@@ -315,7 +319,7 @@ def _closed_form(node, arg: str, names: dict, shapes: dict) -> tuple[str, str, s
     if op.family == "elementwise" and len(op.arrays) == 1 and op.formula.startswith("dy/dx = delta "):
         d = op.formula[len("dy/dx = delta "):].strip()
         d = "1 " + d if d.startswith("/") else d
-        d = re.sub(r"\by\b", names["out"], re.sub(r"\bx\b", names[arg], d))
+        d = re.sub(r"\b[xy]\b", lambda m: names[arg] if m.group() == "x" else names["out"], d)  # at once: x may be y
         J = f"diag({d})"
         return J, J, f"d {names['out']}/d {names[arg]} = {J}: {op.name}' on the diagonal"
     return None

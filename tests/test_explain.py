@@ -179,3 +179,137 @@ def test_nothing_below_the_tools_layer_imports_explain():
             src = path.read_text()
             assert not re.search(r"^\s*(from\s+\S*explain\S*\s+import|import\s+\S*explain)|from\s+\.\s+import[^\n]*\bexplain\b",
                                  src, re.M), path.name
+
+
+# ------------------------------------------------------------------ readable on a projector
+
+WIDTH = 100
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "explain_cs224n.txt"
+
+
+def window_score(x, W, b, u):
+    """The CS224n lecture's window scorer: s = u^T sigmoid(W x + b)."""
+    z = W @ x + b
+    h = fn.sigmoid(z)
+    s = u @ h
+    return s
+
+
+def cs224n_text() -> str:
+    """Clark's network w.r.t. W and x (batch of 4, per sample), and the lecture's scorer w.r.t. x."""
+    parts = [str(jac.explain(clark, *clark_args(), wrt=w, batched="x", dims=CLARK)) for w in ("W", "x")]
+    r = np.random.default_rng(1)
+    parts.append(str(jac.explain(window_score, r.normal(size=Dx), r.normal(size=(Dh, Dx)), r.normal(size=Dh),
+                                 r.normal(size=Dh), wrt="x", dims={"Dx": Dx, "Dh": Dh})))
+    return "\n\n".join(parts) + "\n"
+
+
+def test_cs224n_explanation_matches_the_golden_file():
+    """The whole text, compared line by line with tests/golden/explain_cs224n.txt.
+
+    After an intended change of the output, regenerate the file and review its diff:
+        JACOBIANS_REGEN_GOLDEN=1 python -m pytest tests/test_explain.py -k golden
+    """
+    import os
+    text = cs224n_text()
+    if os.environ.get("JACOBIANS_REGEN_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert text.splitlines() == GOLDEN.read_text().splitlines()
+
+
+def test_cs224n_explanation_fits_a_projector_and_names_the_variables():
+    text = cs224n_text()
+    assert max(len(line) for line in text.splitlines()) <= WIDTH
+    for name in ("z", "h", "theta", "J", "s"):
+        assert f"\n{name} = " in "\n" + re.sub(r"\n\d+\. ", "\n", text), name
+    assert "linear_0" not in text and "relu_0" not in text and "sigmoid_0" not in text
+
+
+def test_closed_forms_of_clark_and_the_lecture():
+    e = jac.explain(clark, *clark_args(), wrt="W", batched="x", dims=CLARK)
+    lin, relu, _, ce = e.steps
+    assert "backprop sends g to g x^T (delta x^T)" in lin.closed
+    assert relu.closed.startswith("d h/d z = diag([z > 0])")
+    assert ce.closed.startswith("d J/d theta = (yhat - y)^T, yhat = softmax(theta)")
+    # Clark's delta_2 = dJ/dz, then dJ/dW = delta_2^T x^T
+    assert e.gradient == "delta x^T, delta = (d J/d z)^T = diag([z > 0]) U^T (yhat - y)"
+    e = jac.explain(clark, *clark_args(), wrt="x", batched="x", dims=CLARK)
+    assert e.closed[0] == "(yhat - y)^T U diag([z > 0]) W"
+    assert e.gradient == "W^T diag([z > 0]) U^T (yhat - y)"           # W^T diag(f'(z)): the layer's input
+    r = np.random.default_rng(1)
+    e = jac.explain(window_score, r.normal(size=Dx), r.normal(size=(Dh, Dx)), r.normal(size=Dh), r.normal(size=Dh))
+    assert e.steps[2].closed.startswith("d h/d z = diag(h (1 - h))")     # sigma'(z) = h (1 - h) on a diagonal
+    assert e.closed[0] == "u^T diag(h (1 - h)) W" and e.gradient == "W^T diag(h (1 - h)) u"
+
+
+def test_no_line_says_a_thing_equals_itself():
+    for text in (cs224n_text(), str(jac.explain(lambda x, W: fn.linear(x, W), np.ones(3), np.ones((2, 3)), wrt="W"))):
+        for line in text.splitlines():
+            m = re.search(r"(\([^()]*\)) = (\([^()]*\))$", line)
+            assert not (m and m.group(1) == m.group(2)), line
+    e = jac.explain(lambda x, W: fn.linear(x, W), np.ones(3), np.ones((2, 3)), wrt="W")
+    assert e.lineup == ["d linear_0/d W (2x6) = step 1 alone (one factor)"]
+    assert e.closed == ["(I kron x^T)"]
+
+
+def test_one_label_set_across_sections():
+    e = jac.explain(clark, *clark_args(), wrt="x", batched="x", dims=CLARK)
+    assert e.labels == {"n": (B, True), "i": (Nc, False), "j": (Dh, False), "k": (Dx, False)}
+    assert "n = the batch (4 samples), i = 3 (Nc), j = 5 (Dh), k = 6 (Dx)" in str(e).replace("\n      ", " ")
+    # every letter of the path's network and of its pairwise steps is one the steps use for that axis
+    (net,) = e.networks
+    assert net["sizes"] == {"n": B, "i": Nc, "j": Dh, "k": Dx}
+    step_letters = set("".join(s.subscripts for s in e.steps).replace(",", "").replace("->", ""))
+    assert set(net["eq"].replace(",", "").replace("->", "")) <= step_letters
+    assert {ch for eq, _ in net["steps"] for ch in eq if ch.isalpha()} <= set(net["sizes"])
+    # no size name is an einsum letter: B is not a label, and a one-letter dims name moves the batch off n
+    assert "B" not in step_letters
+    e = jac.explain(clark, *clark_args(), wrt="x", batched="x", dims={"n": Dx, "Dh": Dh, "Nc": Nc})
+    letters = set("".join(s.subscripts for s in e.steps))
+    assert "n" not in letters and "N" not in letters and e.batch_label != "n"
+
+
+def test_flops_add_up_to_the_header():
+    r = np.random.default_rng(0)
+
+    def block(x, W1, W2):
+        return fn.linear(fn.relu(fn.linear(x, W1)), W2) + x
+    e = jac.explain(block, r.normal(size=(3, 4)), r.normal(size=(7, 4)), r.normal(size=(4, 7)), wrt="x", batched="x")
+    net, add = e.networks
+    assert add["kind"] == "add" and add["flops"] == 3 * 4 * 4 * 2      # one read-add-write per element of (3, 4, 4)
+    assert e.plan.flops == net["flops"] + add["flops"]
+    text = str(e).replace("\n    ", " ")
+    assert f"{e.plan.flops} FLOPs = {net['flops']} (d add_0/d x) + {add['flops']} (add deltas)" in text
+    assert f"add deltas into shape (3, 4, 4): iI,n->niI, {add['flops']} FLOPs" in text
+    assert net["eq"].endswith("->niI")                                 # the same letters as the add step
+
+
+def test_names_from_the_source_loops_and_fallbacks():
+    r = np.random.default_rng(0)
+
+    def deep(x, W):
+        h = x
+        for _ in range(3):
+            h = fn.tanh(fn.linear(h, W))
+        return h
+    e = jac.explain(deep, r.normal(size=4), r.normal(size=(4, 4)))
+    assert [s.node for s in e.steps] == ["linear_0", "h", "linear_1", "h_1", "linear_2", "h_2"]
+
+    def shadow(x, W):
+        x = fn.tanh(x)                    # an argument's name is taken: the node is x_1
+        return fn.linear(x, W)
+    e = jac.explain(shadow, r.normal(size=4), r.normal(size=(2, 4)))
+    assert [s.node for s in e.steps] == ["x_1", "linear_0"]
+    e = jac.explain(lambda x, W: fn.tanh(fn.linear(x, W)), r.normal(size=4), r.normal(size=(2, 4)))
+    assert [s.node for s in e.steps] == ["linear_0", "tanh_0"]        # no assignment: the op's own names
+
+
+def test_long_lines_wrap_and_keep_every_character():
+    from jacobians.explain import _wrap
+    line = "   J = einsum('" + ",".join("abcdefgh"[:k] for k in range(1, 9)) * 3 + "->a', " + ", ".join(["W"] * 30) + ")"
+    out = _wrap(line)
+    assert len(out) > 1 and all(len(l) <= WIDTH for l in out)
+    assert "".join(out).replace(" ", "") == line.replace(" ", "")       # only spaces added: nothing cut
+    assert all(l.startswith(" " * 7) for l in out[1:])                 # continuations indented past the line's own
+    assert _wrap("x" * 250) == ["x" * 100, " " * 4 + "x" * 96, " " * 4 + "x" * 54]
