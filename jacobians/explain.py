@@ -104,7 +104,7 @@ class Explanation:
     lineup: list[str] = field(default_factory=list)     # the dimension check, output end first
     notes: list[str] = field(default_factory=list)
     plan: Plan | None = None
-    networks: list[dict] = field(default_factory=list)
+    networks: list[dict] = field(default_factory=list)  # per plan step: kind "network", "add", "expand", "zeros"
     order_flops: dict = field(default_factory=dict)     # FLOPs of the same Jacobian in other orders
     jacobian_shape: tuple = ()
     operand_names: dict = field(default_factory=dict, repr=False)  # (node, argument, operand) -> name
@@ -785,7 +785,8 @@ def _render(ex: Explanation) -> str:
     if ex.plan is not None and ex.plan.steps:
         lines.append("")
         costs = ", ".join(f"{o} {v:.4g}" for o, v in ex.order_flops.items())
-        parts = [f"{s['flops']:.4g} ({s.get('label') or s['kind'] + ' deltas'})" for s in ex.networks]
+        what = {"network": None, "add": "add deltas", "expand": "expand deltas", "zeros": "zeros"}
+        parts = [f"{s['flops']:.4g} ({what[s['kind']] or s['label']})" for s in ex.networks]
         total = f"{ex.plan.flops:.4g} FLOPs" + (f" = {' + '.join(parts)}" if len(parts) > 1 else "")
         lines.append(f"contraction ({ex.plan.strategy}): {total}; the same Jacobian by order: {costs}")
     for net in ex.networks:
