@@ -691,7 +691,8 @@ def _clark(batch: int, seed: int):
         z = fn.linear(x, W, b1)
         h = fn.relu(z)
         theta = fn.linear(h, U, b2)
-        return fn.softmax_cross_entropy(theta, y)
+        J = fn.softmax_cross_entropy(theta, y)
+        return J
 
     rng = np.random.default_rng(seed)
     Dx, Dh, Nc = CLARK["Dx"], CLARK["Dh"], CLARK["Nc"]
@@ -735,10 +736,9 @@ def _explain(args, parser) -> int:
     else:
         f, fargs = _clark(batch, seed)
         dims = CLARK
-        header = ("explain Clark's one-layer network: z = W x + b1 (linear_0), h = relu(z) (relu_0), "
-                  "theta = U h + b2 (linear_1), J = CE(y, softmax(theta)) (softmax_cross_entropy_0); "
-                  + ", ".join(f"{k}={v}" for k, v in CLARK.items())
-                  + (f", batch {batch} (per sample)" if batch else ", one sample"))
+        header = ("explain Clark's one-layer network: z = W x + b1, h = relu(z), theta = U h + b2,\n"
+                  "    J = CE(y, softmax(theta)); " + ", ".join(f"{k}={v}" for k, v in CLARK.items())
+                  + (f", batch of {batch} (per sample)" if batch else ", one sample"))
     valid = [n for n in inspect.signature(f).parameters if n != "y"]  # y: Clark's labels, not differentiable
     wrt = [w.strip() for text in (args.wrt or ["x"]) for w in text.split(",") if w.strip()] or [""]
     for w in wrt:

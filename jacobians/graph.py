@@ -41,6 +41,7 @@ class Node:
     params: dict = field(default_factory=dict)
     value: np.ndarray | None = None
     builders: tuple = ()        # lazy Factored per array argument (None: absent or not differentiable)
+    where: tuple = field(default=(), compare=False, repr=False)  # (code, line, lasti) of the user's frames
 
     def parents(self):
         return [(k, a) for k, a in enumerate(self.args) if isinstance(a, int)]
@@ -685,6 +686,16 @@ def _caller():
     return f
 
 
+def _where(depth: int = 8) -> tuple:
+    """``(code, line, lasti)`` of the user's frames that made an op, innermost first: explain reads
+    the function's own frame to name a node after the variable it is assigned to."""
+    frame, out = _caller(), []
+    while frame is not None and len(out) < depth:
+        out.append((frame.f_code, frame.f_lineno, frame.f_lasti))
+        frame = frame.f_back
+    return tuple(out)
+
+
 def _with_context(e: Exception, op: _ops.Op, graph: Graph, args, kwargs) -> Exception:
     """The same exception type, its message followed by the op's node, inputs and the caller's line."""
     try:
@@ -790,7 +801,8 @@ def _traced_op(op: _ops.Op) -> Callable:
         counts = _counts(graph)
         count = counts.get(op, 0)
         counts[op] = count + 1
-        return Traced(graph, graph.add(Node(f"{op.name}_{count}", op, refs, params, value, builders)))
+        node = Node(f"{op.name}_{count}", op, refs, params, value, builders, _where())
+        return Traced(graph, graph.add(node))
 
     call.__name__ = op.name
     call.__qualname__ = f"fn.{op.name}"
