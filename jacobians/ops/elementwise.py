@@ -345,7 +345,8 @@ erfc = unary("erfc", _erfc, lambda x, y: -_2_SQRTPI * np.exp(-x * x), lambda x, 
              "(-2/sqrt(pi) e**(-x**2))", "1 - erf(x) elementwise, accurate for large x.")
 
 sigmoid = unary("sigmoid", _sigmoid, lambda x, y: _dsigmoid(x), lambda x, y: _dsigmoid(x) * (_sigmoid(-x) - y),
-                "s(x) s(-x)", "1 / (1 + e**-x) elementwise (stable, full relative accuracy for x < 0).")
+                "y (1 - y)", "1 / (1 + e**-x) elementwise (stable, full relative accuracy for x < 0; its slope\n"
+                "is computed as s(x) s(-x), which is y (1 - y) without the cancellation).")
 log_sigmoid = unary("log_sigmoid", lambda x: -_softplus(-x), lambda x, y: _sigmoid(-x), lambda x, y: -_dsigmoid(x),
                     "s(-x)", "log(sigmoid(x)) = -softplus(-x) elementwise, stable for any x.")
 softplus = unary("softplus", _softplus, lambda x, y: _sigmoid(x), lambda x, y: _dsigmoid(x), "sigmoid(x)",
