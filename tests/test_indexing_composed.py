@@ -80,7 +80,7 @@ FIRST = {sliced: "x", sliced_numpy: "x", looked_up: "E", looked_up_numpy: "E", c
 
 
 @pytest.mark.parametrize("order", ORDERS)
-@pytest.mark.parametrize("f", [pytest.param(f, marks=pending) if f.__name__.endswith("_numpy") else f for f in FUNCS],
+@pytest.mark.parametrize("f", [f for f in FUNCS],
                          ids=lambda f: f.__name__)
 def test_jacobian_through_index_maps(f, order):
     args = _args(f)
