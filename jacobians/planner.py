@@ -422,8 +422,10 @@ def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | None
         blocks = {n: None for n in wrt} if graph.output is None else _accumulate(planner, wrt, mode)
         results = _finish(planner, blocks, batched)
         strategy = f"{mode} accumulation" if len(planner.steps) > 1 or len(wrt) > 1 else "one network"
-        # FLOPs plus elements moved by map steps (a gather or scatter is memory traffic, about one op each)
-        candidates.append((sum(s.cost.flops + s.cost.moved for s in planner.steps), planner, results, strategy))
+        # a plan that writes an index map's 0/1 form (forward from an embedding table: the one-hot)
+        # loses to one that does not; then FLOPs plus elements moved by map steps (memory traffic)
+        dense = any(isinstance(s, MapStep) and isinstance(s.array, Ones) for s in planner.steps)
+        candidates.append(((dense, sum(s.cost.flops + s.cost.moved for s in planner.steps)), planner, results, strategy))
     _, planner, results, strategy = min(candidates, key=lambda c: c[0])  # ties: reverse, listed first
     if not isinstance(order, str):
         _one_network(sum(isinstance(s, NetStep) for s in planner.steps))
