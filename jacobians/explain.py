@@ -33,7 +33,7 @@ import numpy as np
 import opt_einsum as oe
 
 from . import graph as _graph
-from .plan import Link, NetStep, Plan, Slot, ZeroStep, readable
+from .plan import Link, MapStep, NetStep, Ones, Plan, Slot, ZeroStep, readable
 from .transforms import jacobian
 from .limits import JacobianTooLarge
 
@@ -206,7 +206,8 @@ class _Derivation:
         if f is None:  # too large to build even its factors: shapes only
             return Step(node.name, node.op.name, self.call(c), node.op.arrays[k], parent.name, in_shape, out_shape,
                         "?", [], out_shape + in_shape, None, "(too large to build the factors)", [], "", rows, cols)
-        operands = [self.operand_name(c, k, p, j, a) for j, (_, a) in enumerate(f.operands)]
+        operands = [self.operand_name(c, k, p, j, a) for j, (_, a) in enumerate(f.terms)]
+        operands += [f"map {m.out!r}->{m.inp!r} ({'x'.join(map(str, m.out_shape)) or 'scalar'} indices)" for m in f.maps]
         operands += [f"eye({f.sizes[l]})" for l in f.deltas]
         deltas = [(l, f.out.index(l), f.inp.index(l), f.sizes[l]) for l in f.deltas]
         batched = self.batch is not None
@@ -221,7 +222,7 @@ class _Derivation:
             layout = "output without batch axis (*O, B, *I)"
         else:
             layout = "(*O, *I)"
-        carried = set("".join(sub for sub, _ in f.operands)) | set(f.deltas)
+        carried = set("".join(sub for sub, _ in f.terms)) | set(f.deltas) | set("".join(m.labels for m in f.maps))
         ones = "".join(l for l in dict.fromkeys(f.out + f.inp) if l not in carried)
         return Step(node.name, node.op.name, self.call(c), node.op.arrays[k], parent.name, in_shape, out_shape,
                     f.subscripts(), operands, f.dense_shape(False), per_sample, layout, deltas, ones, rows, cols)
@@ -386,7 +387,9 @@ def _render(ex: Explanation, graph) -> str:
     if ex.plan is not None and ex.plan.steps:
         lines.append("")
         costs = ", ".join(f"{o} {v:.4g}" for o, v in ex.order_flops.items())
-        lines.append(f"contraction ({ex.plan.strategy}): {ex.plan.flops:.4g} FLOPs; the same Jacobian by order: {costs}")
+        lines.append(f"contraction ({ex.plan.strategy}): {ex.plan.flops:.4g} FLOPs"
+                     + (f", {ex.plan.moved:.4g} elements moved by index maps" if ex.plan.moved else "")
+                     + f"; the same Jacobian by order: {costs}")
     for net in ex.networks:
         lines.append(f"  {net['label']}: {net['eq']}   sizes "
                      + " ".join(f"{l}={n}" for l, n in sorted(net["sizes"].items())))
@@ -399,6 +402,11 @@ def _render(ex: Explanation, graph) -> str:
         for s in ex.plan.steps:
             if isinstance(s, ZeroStep):
                 lines.append(f"  zeros of shape {s.shape} (a size-0 axis)")
+            elif isinstance(s, MapStep):
+                what = "the 0/1 form of" if isinstance(s.array, Ones) else f"a {s.direction} through"
+                node = graph.nodes[s.source.node]
+                lines.append(f"  {what} the index map of d {node.name}/d {node.op.arrays[s.source.arg]} "
+                             f"into shape {s.shape}: {s.cost.moved} elements moved (memory traffic, not FLOPs)")
             elif not isinstance(s, NetStep):
                 lines.append(f"  {'add' if s.add_to is not None else 'expand'} deltas into shape {s.shape}: {readable(s.eq)}")
     if ex.notes:

@@ -124,3 +124,21 @@ def test_relabelings_compose_today(order):
     J = jac.jacobian(f, wrt=("x", "W"), order=order)(**args)
     for name in ("x", "W"):
         np.testing.assert_allclose(J[name], numeric(f, args, name), rtol=1e-6, atol=1e-8)
+
+
+def test_map_steps_are_costed_and_shown():
+    """A map step's cost is elements moved (memory traffic), apart from FLOPs: the plan, the comparison
+    table and explain show it; an explicit path still applies to a single network only."""
+    args = _args(sliced_numpy)
+    plan = jac.jacobian(sliced_numpy, wrt="x", batched="x", order="reverse").plan(**args)
+    maps = [s for s in plan.steps if type(s).__name__ == "MapStep"]
+    assert maps and plan.moved == sum(s.cost.moved for s in maps) > 0
+    assert all(s.cost.flops == 0 and s.cost.moved > 0 for s in maps)
+    assert "moved" in str(plan) and "scatter" in str(plan)
+    report = jac.compare(sliced_numpy, **args, wrt="x", batched="x", orders=("forward", "reverse"), repeats=1,
+                         min_time=0.0)
+    assert all(r.moved > 0 for r in report.rows) and " moved " in str(report)
+    text = str(jac.explain(sliced_numpy, **args, wrt="x", batched="x"))
+    assert "index map" in text and "elements moved" in text
+    with pytest.raises(ValueError, match="single network"):
+        jac.jacobian(sliced_numpy, wrt="x", order=[(0, 1)])(**args)
