@@ -142,3 +142,18 @@ def test_map_steps_are_costed_and_shown():
     assert "index map" in text and "elements moved" in text
     with pytest.raises(ValueError, match="single network"):
         jac.jacobian(sliced_numpy, wrt="x", order=[(0, 1)])(**args)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_replayed_plan_reads_each_calls_maps(order):
+    """Plans are cached by structure; the maps (ids, argmax positions) come from each call's own trace."""
+    E, W = RNG.normal(size=(9, 5)), RNG.normal(size=(3, 5))
+    jf = jac.jacobian(lambda ids, E, W: fn.linear(fn.mean(fn.embedding(ids, E), axis=1), W), wrt="E", order=order)
+    for ids in (IDS, (IDS + 4) % 9):
+        f = lambda E, W: fn.linear(fn.mean(fn.embedding(ids, E), axis=1), W)
+        np.testing.assert_allclose(jf(ids, E, W), numeric(f, dict(E=E, W=W), "E"), rtol=1e-6, atol=1e-8)
+    x = RNG.normal(size=(2, 2, 6, 6))
+    K, b = RNG.normal(size=(3, 2, 3, 3)), RNG.normal(size=3)
+    jc = jac.jacobian(convolved, wrt="x", order=order)
+    for v in (x, -x):     # other argmax positions in the max pool
+        np.testing.assert_allclose(jc(v, K, b), numeric(convolved, dict(x=v, K=K, b=b), "x"), rtol=1e-6, atol=1e-8)
