@@ -104,7 +104,7 @@ def test_cnn_against_jax():
     args = cnn_args()
     J = jac.jacobian(cnn, wrt=("x", "W1"), batched="x")(**args)
     names = list(args)
-    ref = jax.jacrev(cnn_jax, argnums=(0, 1))(*[args[n] for n in names])
+    ref = jax.jit(jax.jacrev(cnn_jax, argnums=(0, 1)))(*[args[n] for n in names])
     Jx = np.asarray(ref[0])     # (B, 10, B, 3, 32, 32): the per-sample diagonal is ours
     np.testing.assert_allclose(expand_batch(J["x"], 2), Jx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(J["W1"], np.asarray(ref[1]), rtol=1e-12, atol=1e-12)
@@ -222,7 +222,7 @@ def test_lstm_against_jax():
             h = o * jnp.tanh(c)
         return h
     J = jac.jacobian(lstm, wrt="X", batched="X")(**args)
-    np.testing.assert_allclose(expand_batch(J, 2), np.asarray(jax.jacrev(ref)(*args.values())), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(expand_batch(J, 2), np.asarray(jax.jit(jax.jacrev(ref))(*args.values())), rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------- a GLU with np.split
