@@ -89,6 +89,7 @@ class Row:
     max_abs_diff: float            # against the optimal order's Jacobian
     max_rel_diff: float
     how: str                       # the path, bracketing or sweep
+    moved: int = 0                 # elements gathered or scattered through index maps (memory traffic)
 
 
 @dataclass
@@ -130,12 +131,15 @@ class Report:
             warm-up call; BLAS scipy-openblas, threads unknown (none of OPENBLAS_NUM_THREADS, ... is set)
         """
         best = min(r.flops for r in self.rows) or 1
-        head = ["order", "FLOPs", "x best", "CS182", "largest", "time ms", "IQR ms", "runs", "max |diff|", "how"]
+        moved = any(r.moved for r in self.rows)   # a column only where index maps move memory
+        head = ["order", "FLOPs", "x best", "CS182"] + (["moved"] if moved else []) + \
+            ["largest", "time ms", "IQR ms", "runs", "max |diff|", "how"]
         body = []
         for r in self.rows:
             body.append([r.order, f"{r.flops:.4g}", f"{r.flops / best:.1f}",
-                         "" if r.predicted is None else ("= " if r.predicted == r.flops else "!= ") + f"{r.predicted:.4g}",
-                         format_bytes(r.largest_bytes), _ms(r.seconds), f"{_ms(r.seconds_q1)}-{_ms(r.seconds_q3)}",
+                         "" if r.predicted is None else ("= " if r.predicted == r.flops else "!= ") + f"{r.predicted:.4g}"]
+                        + ([f"{r.moved:.4g}"] if moved else []) +
+                        [format_bytes(r.largest_bytes), _ms(r.seconds), f"{_ms(r.seconds_q1)}-{_ms(r.seconds_q3)}",
                          str(r.repeats), f"{r.max_abs_diff:.1e}", r.how])
         last = len(head) - 1
         widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
@@ -383,13 +387,13 @@ def compare(f: Callable, *args, wrt, batched=None, output=None, orders: Sequence
         scale = float(np.abs(ref).max(initial=0.0)) or 1.0
         if plan is not None:
             how = _describe(plan, order)
-            flops, largest = plan.flops, plan.largest_intermediate
+            flops, largest, moved = plan.flops, plan.largest_intermediate, plan.moved
         else:
-            flops, largest = sweep.flops, sweep.largest_intermediate
+            flops, largest, moved = sweep.flops, sweep.largest_intermediate, 0
             how = f"{sweep.vectors} basis vectors in chunks of {sweep.chunk}"
         t = timing
         row = Row(order, flops, None if dims is None else cs182_prediction(dims, order), largest, largest * itemsize,
-                  t.median, t.q1, t.q3, t.min, t.max, t.count, diff, diff / scale, how)
+                  t.median, t.q1, t.q3, t.min, t.max, t.count, diff, diff / scale, how, moved)
         report.rows.append(row)
     if "bracket" in orders and "optimal" in orders and len(nets) == 1:
         b, o = report.row("bracket"), report.row("optimal")

@@ -14,7 +14,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .graph import Graph
-from .plan import ExpandStep, NetStep, Plan
+from .indexmaps import apply_map
+from .plan import ExpandStep, MapStep, NetStep, Plan, Slot
 from .planner import structure
 
 __all__ = ["execute"]
@@ -35,14 +36,24 @@ def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, 
             if structure(f) != expected:  # a plan relies on structure alone; a rule that breaks that is a bug
                 raise RuntimeError(f"jacobian: the structure of {nodes[c].name}'s Jacobian w.r.t. "
                                    f"{nodes[c].op.arrays[k]} differs from the plan's ({expected} vs {structure(f)})")
-        operands.append(f.operands)
+        operands.append(f)
+    link_pos = {key: p for p, (key, _) in enumerate(plan.links)}
     dtype = np.dtype(plan.dtype)
     slots: list = [None] * plan.n_slots
     for step in plan.steps:
         if type(step) is NetStep:
-            arrays = [slots[s[1]] if s[0] == 0 else operands[s[1]][s[2]][1] if s[0] == 1 else
+            arrays = [slots[s[1]] if s[0] == 0 else operands[s[1]].terms[s[2]][1] if s[0] == 1 else
                       np.ones(s[1], dtype=dtype) for s in step.fetch]
             slots[step.slot] = step.network.contract(arrays, step.path, step.chunk)
+        elif type(step) is MapStep:
+            f = operands[link_pos[step.source[:2]]]
+            m = f.maps[step.source.map]
+            m = m.relabel(dict(zip(m.labels, step.out + step.inp)))
+            array = slots[step.array.index] if type(step.array) is Slot else np.ones((), dtype=dtype)
+            result, labels = apply_map(m, array, step.labels, step.direction, step.keep)
+            if labels != step.result:   # the planner worked out the same labels from shapes
+                raise RuntimeError(f"jacobian: a map step of {step.label} gave labels {labels!r}, planned {step.result!r}")
+            slots[step.slot] = result
         elif type(step) is ExpandStep:
             if step.add_to is not None:
                 target = slots[step.add_to]

@@ -46,7 +46,7 @@ import numpy as np
 import opt_einsum as oe
 
 from . import graph as _graph
-from .plan import Eye, Link, NetStep, Plan, Slot, ZeroStep
+from .plan import Eye, Link, MapStep, NetStep, Ones, Plan, Slot, ZeroStep
 from .transforms import jacobian
 from .limits import JacobianTooLarge
 
@@ -604,6 +604,12 @@ class _Derivation:
                 out.append(self.network(s))
             elif isinstance(s, ZeroStep):
                 out.append({"kind": "zeros", "shape": s.shape, "flops": 0})
+            elif isinstance(s, MapStep):
+                node = self.g.nodes[s.source.node]
+                how = "the 0/1 form of" if isinstance(s.array, Ones) else f"a {s.direction} through"
+                out.append({"kind": "map", "flops": 0, "moved": s.cost.moved, "shape": s.shape,
+                            "label": f"{how} the index map of d {self.name(s.source.node)}/d "
+                                     f"{node.op.arrays[s.source.arg]}"})
             else:
                 out.append(self.expand(s))
         return out
@@ -786,9 +792,10 @@ def _render(ex: Explanation) -> str:
         lines.append("")
         costs = ", ".join(f"{o} {v:.4g}" for o, v in ex.order_flops.items())
         what = {"network": None, "add": "add deltas", "expand": "expand deltas", "zeros": "zeros"}
-        parts = [f"{s['flops']:.4g} ({what[s['kind']] or s['label']})" for s in ex.networks]
+        parts = [f"{s['flops']:.4g} ({what[s['kind']] or s['label']})" for s in ex.networks if s["kind"] != "map"]
         total = f"{ex.plan.flops:.4g} FLOPs" + (f" = {' + '.join(parts)}" if len(parts) > 1 else "")
-        lines.append(f"contraction ({ex.plan.strategy}): {total}; the same Jacobian by order: {costs}")
+        moved = f", {ex.plan.moved:.4g} elements moved by index maps" if ex.plan.moved else ""
+        lines.append(f"contraction ({ex.plan.strategy}): {total}{moved}; the same Jacobian by order: {costs}")
     for net in ex.networks:
         if net["kind"] == "network":
             lines.append(f"  {net['label']}: {net['eq']}   sizes "
@@ -801,6 +808,9 @@ def _render(ex: Explanation) -> str:
                 lines.append(f"      {eq:<24} {flops} FLOPs")
         elif net["kind"] == "zeros":
             lines.append(f"  zeros of shape {net['shape']} (a size-0 axis): 0 FLOPs")
+        elif net["kind"] == "map":
+            lines.append(f"  {net['label']} into shape {net['shape']}: {net['moved']} elements moved "
+                         f"(memory traffic, not FLOPs)")
         else:
             lines.append(f"  {net['kind']} deltas into shape {net['shape']}: {net['eq']}, {net['flops']:.4g} FLOPs")
     if ex.notes:

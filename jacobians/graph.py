@@ -26,6 +26,7 @@ import numpy as np
 
 from . import ops as _ops
 from .errors import as_float_array
+from .ops.indexing import concatenate_in as _concatenate_in, split_in as _split_in, stack_in as _stack_in
 
 __all__ = ["Traced", "TracedBool", "TraceContext", "Graph", "Node", "trace", "unflatten", "describe_tree", "fn",
            "numpy_table"]
@@ -283,12 +284,20 @@ class Traced:
     __int__ = __index__ = __float__
 
     def __iter__(self):
-        raise TypeError(f"jacobians: iterating over a traced value {self.graph.describe(self.index)} "
-                        f"is not supported; index ops are not part of the toolkit")
+        if self.ndim == 0:
+            raise TypeError(f"jacobians: iteration over a 0-d traced value {self.graph.describe(self.index)}")
+        return (self[i] for i in range(len(self)))   # numpy's meaning: the rows
 
     def __getitem__(self, key):
-        raise TypeError(f"jacobians: indexing a traced value {self.graph.describe(self.index)} is not "
-                        f"supported by the composer; use reshape/transpose/sum, or pass the piece as an argument")
+        """numpy's indexing (the op getitem): integers, slices, None, Ellipsis, and constant integer or
+        boolean arrays (a comparison of traced values is a constant mask of this call)."""
+        key = _unwrap(key)
+        if any(isinstance(k, Traced) for k in (key if isinstance(key, tuple) else (key,))):
+            raise TypeError(f"jacobians: indexing {self.graph.describe(self.index)} with a traced value: an "
+                            f"index must be a constant (integers, slices, integer or boolean arrays)")
+        if isinstance(key, list):  # numpy treats a list as an integer or boolean array
+            key = np.asarray(key)
+        return fn.getitem(self, key)
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(
@@ -533,6 +542,30 @@ def _np_dot(a, b, out=None):
     return fn.reshape(fn.matmul(a_, b), A + K + (m,))
 
 
+def _np_take(a, indices, axis=None, out=None, mode="raise"):
+    _defaults("np.take", out=out)
+    if mode != "raise":
+        raise TypeError(f"np.take: mode={mode!r} is not supported on traced values (only 'raise')")
+    if isinstance(indices, (Traced, TracedBool)):
+        raise TypeError("np.take: the indices must be a constant integer array, not a traced value")
+    if not isinstance(a, Traced):
+        return np.take(a, indices, axis)
+    return fn.take(a, indices, axis)
+
+
+def _np_concatenate(arrays, axis=0, out=None, dtype=None, casting="same_kind"):
+    _defaults("np.concatenate", out=out, dtype=dtype, casting=casting)
+    arrays = [_unwrap(a) for a in arrays]
+    if axis is None:
+        arrays, axis = [fn.reshape(a, (-1,)) for a in arrays], 0
+    return _concatenate_in(fn, arrays, axis)
+
+
+def _np_stack(arrays, axis=0, out=None, dtype=None, casting="same_kind"):
+    _defaults("np.stack", out=out, dtype=dtype, casting=casting)
+    return _stack_in(fn, [_unwrap(a) for a in arrays], axis)
+
+
 def _np_where(condition, x=np._NoValue, y=np._NoValue):
     if x is np._NoValue or y is np._NoValue:
         raise TypeError("np.where(condition) with one argument (the indices of nonzero entries) is not "
@@ -610,6 +643,23 @@ _ADAPTERS = {  # numpy object -> (handler, what it maps to)
     np.size: (lambda a, axis=None: int(np.prod(_shape(a))) if axis is None else _shape(a)[axis],
               "the size (a constant)"),
     np.power: (_power, "op square (p == 2) or power (a constant scalar p)"),
+    np.take: (lambda a, indices, axis=None, out=None, mode="raise": _np_take(a, indices, axis, out, mode),
+              "op take (out=None, mode='raise' only)"),
+    np.concatenate: (lambda arrays, axis=0, out=None, **kw: _np_concatenate(arrays, axis, out, **kw),
+                     "op pad per array, summed (concatenate_in; axis=None flattens first)"),
+    np.stack: (lambda arrays, axis=0, out=None, **kw: _np_stack(arrays, axis, out, **kw),
+               "op expand_dims + pad per array, summed (stack_in)"),
+    np.split: (lambda ary, indices_or_sections, axis=0: _split_in(fn, ary, indices_or_sections, axis),
+               "op getitem per piece (a list of traced values)"),
+    np.pad: (lambda array, pad_width, mode="constant", **kw: fn.pad(array, pad_width, mode, **kw),
+             "op pad (mode='constant', a scalar constant_values)"),
+    np.flip: (lambda m, axis=None: fn.flip(m, axis), "op flip"),
+    np.roll: (lambda a, shift, axis=None: fn.roll(a, shift, axis), "op roll"),
+    np.tile: (lambda A, reps: fn.tile(A, reps), "op tile"),
+    np.repeat: (lambda a, repeats, axis=None: fn.repeat(a, repeats, axis), "op repeat"),
+    np.broadcast_to: (lambda array, shape, subok=False: fn.broadcast_to(array, shape), "op broadcast_to"),
+    np.expand_dims: (lambda a, axis: fn.expand_dims(a, axis), "op expand_dims"),
+    np.squeeze: (lambda a, axis=None: fn.squeeze(a, axis), "op squeeze"),
     np.positive: (lambda x: x, "the value itself"),
     **{u: ((lambda u, s: lambda a, b: _compare(u, s, a, b))(u, s), "a TracedBool (a boolean constant of the trace)")
        for u, s in ((np.less, "<"), (np.less_equal, "<="), (np.greater, ">"), (np.greater_equal, ">="),
@@ -811,7 +861,11 @@ def _traced_op(op: _ops.Op) -> Callable:
 
 
 fn = types.SimpleNamespace(**{name: _traced_op(op) for name, op in _ops.OPS.items()})
-fn.__doc__ = "Every op of jacobians.ops returning its value only; traceable by jacobians.jacobian."
+fn.__doc__ = ("Every op of jacobians.ops returning its value only; traceable by jacobians.jacobian; "
+              "also concatenate, stack and split (numpy's, over the ops pad, expand_dims and getitem).")
+fn.concatenate = lambda arrays, axis=0: _np_concatenate(arrays, axis)
+fn.stack = lambda arrays, axis=0: _np_stack(arrays, axis)
+fn.split = lambda ary, indices_or_sections, axis=0: _split_in(fn, ary, indices_or_sections, axis)
 _UFUNCS, _FUNCTIONS, _TABLE = _build_numpy_map()
 
 

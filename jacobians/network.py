@@ -40,6 +40,7 @@ class Cost:
     flops: int
     largest_intermediate: int      # elements
     path: tuple[tuple[int, ...], ...]
+    moved: int = 0                 # elements read and written by gathers and scatter-adds (memory traffic, not FLOPs)
 
 
 @dataclass(frozen=True)

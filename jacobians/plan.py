@@ -1,7 +1,8 @@
 """Plan records: what a Jacobian computation does, as typed, printable data (shapes and structure only).
 
 A :class:`Plan` is a list of steps.  A :class:`NetStep` contracts one einsum
-network; an :class:`ExpandStep` writes a block onto the diagonal its deltas
+network; a :class:`MapStep` contracts an array with one index map of an op's
+Jacobian (a gather or a scatter-add, never the 0/1 tensor); an :class:`ExpandStep` writes a block onto the diagonal its deltas
 leave (optionally adding it into an earlier block); a :class:`ZeroStep` is a
 block with a size-0 axis somewhere in its network.  Every operand of a step
 comes from a source:
@@ -10,6 +11,7 @@ comes from a source:
 * ``Link(node, arg, operand)``: operand ``operand`` of the factored Jacobian of
   graph node ``node`` w.r.t. its array argument ``arg`` (taken from the call's
   own graph when the plan runs);
+* ``MapLink(node, arg, map)``: index map ``map`` of that factored Jacobian (read by a MapStep);
 * ``Ones(shape)``: a factor of ones (a broadcast, a sum);
 * ``Eye(n)``: a delta made explicit (only in expansions, written as a diagonal).
 
@@ -30,7 +32,8 @@ import opt_einsum as oe
 from .limits import format_bytes
 from .network import Cost, Network
 
-__all__ = ["Slot", "Link", "Ones", "Eye", "Source", "NetStep", "ExpandStep", "ZeroStep", "Step", "Result",
+__all__ = ["Slot", "Link", "MapLink", "Ones", "Eye", "Source", "NetStep", "MapStep", "ExpandStep", "ZeroStep",
+           "Step", "Result",
            "Plan", "readable"]
 
 
@@ -46,6 +49,14 @@ class Link(NamedTuple):
     node: int
     arg: int
     operand: int
+
+
+class MapLink(NamedTuple):
+    """Index map ``map`` (a position in ``maps``) of node ``node``'s factored Jacobian w.r.t. argument ``arg``."""
+
+    node: int
+    arg: int
+    map: int
 
 
 class Ones(NamedTuple):
@@ -80,6 +91,39 @@ class NetStep:
     def operands(self):
         """``(term, shape, source)`` per operand of the network, in its order."""
         return zip(self.network.terms, self.network.shapes, self.sources)
+
+
+@dataclass(frozen=True)
+class MapStep:
+    """Contract one array with one index map of a link, without forming the map.
+
+    ``direction`` is ``"gather"`` (the array carries the map's input labels ``inp``; the
+    result carries its output labels ``out``: forward accumulation) or ``"scatter"`` (the
+    array carries ``out``, summed except ``keep``; the result carries ``inp``: reverse
+    accumulation).  ``array`` is a :class:`Slot`, or ``Ones(())`` for a scatter of ones that
+    writes the map's 0/1 form over ``out + inp`` (only where a delta ties the map to the
+    Jacobian's own axes, so it is no larger than the block it enters).  Labels are the
+    planner's; the map itself comes from the call's factored form (``source``) and is
+    relabeled onto ``out`` and ``inp``.  ``cost.moved`` is :func:`~jacobians.indexmaps.map_cost`.
+    """
+
+    source: MapLink
+    out: str
+    inp: str
+    array: Any               # Slot | Ones
+    labels: str              # the array's labels
+    direction: str
+    keep: str
+    result: str              # the result's labels
+    shape: tuple
+    slot: int
+    cost: Cost
+    label: str
+    free: tuple = ()
+
+    @property
+    def sources(self) -> tuple:
+        return (self.array,)
 
 
 @dataclass(frozen=True)
@@ -142,7 +186,7 @@ class ZeroStep:
         return Cost(0, math.prod(self.shape), ())
 
 
-Step = Union[NetStep, ExpandStep, ZeroStep]
+Step = Union[NetStep, MapStep, ExpandStep, ZeroStep]
 
 
 class Result(NamedTuple):
@@ -186,6 +230,11 @@ class Plan:
         return sum(s.cost.flops for s in self.steps)
 
     @property
+    def moved(self) -> int:
+        """Elements moved by the map steps (gathers and scatter-adds): memory traffic, not FLOPs."""
+        return sum(s.cost.moved for s in self.steps)
+
+    @property
     def largest_intermediate(self) -> int:
         """Elements of the largest array any step creates."""
         return max([s.cost.largest_intermediate for s in self.steps] + [0])
@@ -200,7 +249,7 @@ class Plan:
 
     def __str__(self) -> str:
         lines = [f"plan: order={self.order!r} ({self.strategy}), {len(self.steps)} steps, "
-                 f"{self.flops:.3g} FLOPs, largest array {format_bytes(self.largest_intermediate * self.itemsize)}, "
+                 f"{self.flops:.3g} FLOPs, " + (f"{self.moved:.3g} moved, " if self.moved else "") + f"largest array {format_bytes(self.largest_intermediate * self.itemsize)}, "
                  f"results {format_bytes(self.result_elements * self.itemsize)}"]
         if self.elimination:
             lines.append(f"  elimination order: {' -> '.join(self.elimination)}")
@@ -208,6 +257,9 @@ class Plan:
             if isinstance(s, NetStep):
                 sliced = f", in {s.chunk[1]} slices" if s.chunk else ""
                 lines.append(f"  {s.label}: {readable(s.network.eq)}  path {list(s.path)}  {s.cost.flops:.3g} FLOPs{sliced}")
+            elif isinstance(s, MapStep):
+                what = "0/1 map" if isinstance(s.array, Ones) else s.direction
+                lines.append(f"  {s.label}: {what} {readable(s.out + '->' + s.inp)}  {s.cost.moved:.3g} moved")
             elif isinstance(s, ZeroStep):
                 lines.append(f"  {s.label}: zeros {s.shape} (a size-0 axis)")
             else:

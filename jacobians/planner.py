@@ -31,8 +31,10 @@ import opt_einsum as oe
 
 from .graph import Graph
 from .limits import check_bytes, memory_limit
+from .factored import IndexMapsPending
+from .indexmaps import map_cost
 from .network import Cost, Network, resolve_order
-from .plan import Eye, ExpandStep, Link, NetStep, Ones, Plan, Result, Slot, ZeroStep, readable
+from .plan import Eye, ExpandStep, Link, MapLink, MapStep, NetStep, Ones, Plan, Result, Slot, ZeroStep, readable
 
 __all__ = ["make_plan", "structure"]
 
@@ -61,7 +63,8 @@ class _Segment:
 
 def structure(f) -> tuple:
     """What a plan relies on in a factored form: its labels and its operands' subscripts and shapes."""
-    return (f.out, f.inp, tuple((sub, np.shape(a)) for sub, a in f.operands))
+    return (f.out, f.inp, tuple((sub, np.shape(a)) for sub, a in f.terms),
+            tuple((m.out, m.inp, m.index.shape, m.in_shape, m.window) for m in f.maps))
 
 
 def _segments(graph: Graph, sources: set[int], outs: set[int]) -> list[_Segment]:
@@ -120,51 +123,127 @@ class _Planner:
         labels = tuple(self.fresh(n) for n in np.shape(self.graph.nodes[node].value))
         return Block(labels, labels)
 
-    def relabel(self, f, known: tuple[str, ...], side: str) -> tuple[tuple[str, ...], list[str]]:
+    def relabel(self, f, known: tuple[str, ...], side: str):
         """Map a factored form's local labels onto global ones, given one side's labels.
 
         A local label on both sides (a delta) takes the known side's global label: the merge.
+        Returns the other side's labels, the terms' subscripts and each map's ``(out, inp)``.
         """
         m = dict(zip(f.out, known)) if side == "out" else dict(zip(f.inp, known))
         local = f.sizes
         other = f.inp if side == "out" else f.out
-        for l in list(other) + [l for sub, _ in f.operands for l in sub]:
+        for l in list(other) + [l for sub, _ in f.terms for l in sub] + [l for mp in f.maps for l in mp.labels]:
             if l not in m:
                 m[l] = self.fresh(local[l])
-        return tuple(m[l] for l in other), ["".join(m[l] for l in sub) for sub, _ in f.operands]
+        ren = lambda s: "".join(m[l] for l in s)
+        return (tuple(m[l] for l in other), [ren(sub) for sub, _ in f.terms],
+                [(ren(mp.out), ren(mp.inp)) for mp in f.maps])
 
     def segment(self, block: Block, seg: _Segment, mode: str, label: str) -> Block:
-        """One network: ``block`` times the factored links of ``seg`` (terms listed output end first)."""
+        """``block`` times the factored links of ``seg``: one network per run of links between index maps.
+
+        A link whose Jacobian holds index maps splits the chain.  Reverse: the network so far
+        and the link's own terms are contracted (keeping the map's output labels), then each
+        map is a scatter-add onto the argument's axes.  Forward: the network so far is
+        contracted into a block, each map gathers from it, and the link's terms open the next
+        network.  A map whose input axes are still tied to the block's (a delta: the identity
+        at the start of a sweep) enters the next network as its 0/1 form, no larger than the block.
+        """
+        reverse = mode == "reverse"
+        links = list(reversed(seg.links)) if reverse else list(seg.links)
         # pieces: one per link, output end first: (operands [(term, source)], out labels, in labels)
-        pieces, walked = [], []
-        slot = [(block.data, Slot(block.slot))] if block.slot is not None else []
-        if mode == "reverse":  # block = d out / d seg.end: walk down to seg.start
-            known = block.bottom
-            pieces.append((slot, block.top, block.bottom))
-            for c, k in reversed(seg.links):
+        pieces = [(self._held(block), block.top, block.bottom)]
+        walked: list[str] = []
+        top, bottom = block.top, block.bottom
+        for c, k in links:
+            f = self.factor(c, k)
+            known = bottom if reverse else top
+            new, terms, maps = self.relabel(f, known, "out" if reverse else "in")
+            ops = [(t, Link(c, k, j)) for j, t in enumerate(terms)]
+            if reverse:
                 walked += known
-                above = known
-                known, terms = self.relabel(self.factor(c, k), known, "out")
-                pieces.append(([(t, Link(c, k, j)) for j, t in enumerate(terms)], above, known))
-            top, bottom = block.top, known
-        else:                  # block = d seg.start / d x: walk up to seg.end
-            known = block.top
-            pieces.append((slot, block.top, block.bottom))
-            for c, k in seg.links:
-                walked += known
-                below = known
-                known, terms = self.relabel(self.factor(c, k), known, "in")
-                pieces.insert(0, ([(t, Link(c, k, j)) for j, t in enumerate(terms)], known, below))
-            top, bottom = known, block.bottom
+                pieces.append((ops, known, new))
+                if maps:
+                    block = self._scatter(pieces, walked, top, new, maps, (c, k), label)
+                    pieces, walked = [(self._held(block), top, new)], []
+                bottom = new
+            else:
+                if maps:
+                    held = self._gather(self._close(pieces, walked, top, bottom, label), maps, (c, k), label)
+                    pieces, walked = [(held, tuple(dict.fromkeys(l for t, _ in held for l in t)), bottom)], []
+                read = set("".join(i for _, i in maps))   # consumed by the gathers: not a sum over ones
+                walked += [l for l in known if l not in read]
+                pieces.insert(0, (ops, new, known))
+                top = new
+        return self._close(pieces, walked, top, bottom, label)
+
+    @staticmethod
+    def _held(block: Block) -> list:
+        return [(block.data, Slot(block.slot))] if block.slot is not None else []
+
+    def _scatter(self, pieces, walked, top, bottom, maps, link, label) -> Block:
+        """Reverse: contract ``pieces`` keeping the maps' output labels, then scatter-add each map."""
+        read = set("".join(i for _, i in maps))
+        need = "".join(dict.fromkeys([*top, *(l for l in bottom if l not in read), *"".join(o for o, _ in maps)]))
+        if any(t for p, _, _ in pieces for t, _ in p):
+            labels, array = self._network(pieces, walked, need, label)
+        else:
+            array, labels = None, ""   # the identity and a link of maps alone: scatter ones
+        for j, (out, inp) in enumerate(maps):
+            later = set(top) | set(bottom) | set("".join(o for o, _ in maps[j + 1:]))
+            keep = "".join(l for l in out if l in later)
+            result = keep + "".join(l for l in labels if l not in out) + inp
+            src = Slot(array) if array is not None else Ones(())
+            array = self._map_step(link, j, out, inp, src, labels, "scatter", keep, result, label)
+            labels = result
+        return Block(tuple(top), tuple(bottom), labels, array)
+
+    def _gather(self, block: Block, maps, link, label) -> list:
+        """Forward: gather each map from ``block``'s array; maps tied to the block by a delta as 0/1 terms."""
+        array, labels = block.slot, block.data
+        held = []
+        for j, (out, inp) in enumerate(maps):
+            if array is None or any(l in block.bottom or l not in labels for l in inp):
+                slot = self._map_step(link, j, out, inp, Ones(()), "", "scatter", out, out + inp, label)
+                held.append((out + inp, Slot(slot)))
+                continue
+            shared = "".join(l for l in out if l in labels)
+            result = shared + "".join(l for l in labels if l not in inp and l not in shared) + \
+                "".join(l for l in out if l not in labels)
+            array = self._map_step(link, j, out, inp, Slot(array), labels, "gather", "", result, label)
+            labels = result
+        if array is not None:
+            held.insert(0, (labels, Slot(array)))
+        return held
+
+    def _map_step(self, link, j, out, inp, src, labels, direction, keep, result, label) -> int:
+        shape = tuple(self.sizes[l] for l in result)
+        m = self.factors[link].maps[j].relabel(dict(zip(self.factors[link].maps[j].labels, out + inp)))
+        moved = map_cost(m, labels, self.sizes, direction, keep)
+        n = math.prod(shape)
+        check_bytes(n * self.itemsize, f"an index-map step of {label}", shape)
+        step = MapStep(MapLink(*link, j), out, inp, src, labels, direction, keep, result, shape,
+                       len(self.steps), Cost(0, n, (), moved), label)
+        self.steps.append(step)
+        return step.slot
+
+    def _close(self, pieces, walked, top, bottom, label) -> Block:
+        """The network of ``pieces`` as a block ``d top / d bottom``."""
+        terms = [t for p, _, _ in pieces for t, _ in p]
+        if not terms and set(top) == set(bottom):
+            return Block(top, bottom)  # deltas only (a skip connection, a transpose): still the identity
+        output = "".join(dict.fromkeys(top + bottom))
+        data, slot = self._network(pieces, walked, output, label)
+        return Block(top, bottom, data, slot)
+
+    def _network(self, pieces, walked, output: str, label: str) -> tuple[str, int]:
+        """One einsum network of ``pieces`` to ``output``: (the result's labels, its slot)."""
         terms = [t for p, _, _ in pieces for t, _ in p]
         sources = [s for p, _, _ in pieces for _, s in p]
         links, at = [], 0
         for p, above, below in pieces:
             links.append((tuple(range(at, at + len(p))), tuple(above), tuple(below)))
             at += len(p)
-        output = "".join(dict.fromkeys(top + bottom))
-        if not terms and set(top) == set(bottom):
-            return Block(top, bottom)  # deltas only (a skip connection, a transpose): still the identity
         # labels no operand carries are factors of ones (a broadcast, or a sum through relabel-only links)
         seen = set("".join(terms))
         extra = [l for l in dict.fromkeys(output + "".join(walked)) if l not in seen]
@@ -172,14 +251,14 @@ class _Planner:
         terms += extra
         sources += [Ones((self.sizes[l],)) for l in extra]
         if len(terms) == 1 and isinstance(sources[0], Slot) and sorted(terms[0]) == sorted(output):
-            return Block(top, bottom, terms[0], sources[0].index)  # a pure relabel: no arithmetic, no copy
+            return terms[0], sources[0].index  # a pure relabel: no arithmetic, no copy
         shape = tuple(self.sizes[l] for l in output)
         if any(self.sizes[l] == 0 for t in terms for l in t):
             # an empty axis anywhere (a batch of 0, a layer of width 0): the block is zeros (or empty)
             check_bytes(math.prod(shape) * self.itemsize, f"a block of {label}", shape)
             step = ZeroStep(shape, len(self.steps), label)
             self.steps.append(step)
-            return Block(top, bottom, output, step.slot)
+            return output, step.slot
         net = Network(tuple(terms), tuple(tuple(self.sizes[l] for l in t) for t in terms), output, n_chain,
                       tuple(links))
         path = self.path_of(net)  # never empty here: a label no operand carries got a ones-factor
@@ -196,7 +275,7 @@ class _Planner:
                     hint="use a smaller batch, fewer outputs or inputs, or another order")
         step = NetStep(net, path, tuple(sources), len(self.steps), cost, label, chunk)
         self.steps.append(step)
-        return Block(top, bottom, output, step.slot)
+        return output, step.slot
 
     def expand(self, block: Block, target: tuple[str, ...], add_to: Block | None = None,
                force: bool = False) -> Block:
@@ -375,7 +454,7 @@ def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | tupl
         planner = _Planner(graph, order, itemsize, factors)
         results = _by_leaf(graph, wrt, _finish(planner, _accumulate(planner, wrt, mode), batched))
         strategy = f"{mode} accumulation" if len(planner.steps) > 1 or len(results) > 1 else "one network"
-        candidates.append((sum(s.cost.flops for s in planner.steps), planner, results, strategy, ()))
+        candidates.append((_rank(planner), planner, results, strategy, ()))
     if elim or order in ("markowitz", "optimal"):
         candidates += _eliminations(graph, wrt, order, itemsize, factors, batched, search_time,
                                     fallback=not candidates)
@@ -389,6 +468,14 @@ def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | tupl
                              len(planner.steps), names))
 
 
+def _rank(planner: _Planner) -> tuple[bool, int]:
+    """How candidate plans compare: a plan that writes an index map's 0/1 form (forward from an
+    embedding table: the one-hot) loses to one that does not; then FLOPs plus the elements moved
+    by map steps (memory traffic)."""
+    dense = any(isinstance(s, MapStep) and isinstance(s.array, Ones) for s in planner.steps)
+    return dense, sum(s.cost.flops + s.cost.moved for s in planner.steps)
+
+
 def _eliminations(graph: Graph, wrt, order, itemsize, factors, batched, search_time, fallback: bool) -> list:
     """Candidates by vertex elimination (jacobians.elimination); with ``fallback`` (no other candidate)
     a reverse accumulation where elimination does not apply (nothing branches, nothing depends on wrt)."""
@@ -397,16 +484,19 @@ def _eliminations(graph: Graph, wrt, order, itemsize, factors, batched, search_t
     # one output array (several outputs are accumulated per output: forward/reverse only, for now)
     applies = not graph.several and graph.output is not None and graph.output not in graph.inputs.values()
     if applies and (order != "optimal" or intermediate_vertices(graph, wrt)):
-        for flops, planner, blocks, names, how in eliminate(graph, wrt, order, "optimal", itemsize, factors,
-                                                             search_time):
+        try:
+            found = eliminate(graph, wrt, order, "optimal", itemsize, factors, search_time)
+        except IndexMapsPending:   # elimination does not contract through index maps yet: accumulate
+            found = []
+        for flops, planner, blocks, names, how in found:
             keyed = {(graph.output, n): b for n, b in blocks.items()}
             results = _by_leaf(graph, wrt, _finish(planner, keyed, batched))
             strategy = f"vertex elimination, {how} order"
-            out.append((sum(s.cost.flops for s in planner.steps), planner, results, strategy, names))
+            out.append((_rank(planner), planner, results, strategy, names))
     if not out and fallback:
         planner = _Planner(graph, "optimal", itemsize, factors)
         results = _by_leaf(graph, wrt, _finish(planner, _accumulate(planner, wrt, "reverse"), batched))
-        out.append((sum(s.cost.flops for s in planner.steps), planner, results, "reverse accumulation", ()))
+        out.append((_rank(planner), planner, results, "reverse accumulation", ()))
     return out
 
 

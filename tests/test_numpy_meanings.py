@@ -194,6 +194,42 @@ CASES = [
       for n in ("arctan2", "hypot", "logaddexp")],
     ("ndim", lambda a: a * np.ndim(a), [(3,)]),
     ("size", lambda a: a * np.size(a, 0), [(3,)]),
+    # indexing and shape functions (jacobians/ops/indexing.py): index maps, contracted by gathers and scatters
+    ("getitem", lambda a: np.tanh(a)[1], [(3, 4)]),
+    ("getitem", lambda a: a[:, 1:3] * a[:, -2:], [(3, 4)]),
+    ("getitem", lambda a: a[..., ::2], [(2, 3, 5)]),
+    ("getitem", lambda a: a[:, None] * a[None, :], [(3, 2)]),
+    ("getitem", lambda a: a[-1, -2], [(3, 4)]),
+    ("getitem", lambda a: np.tanh(a)[np.array([[0, 2], [2, 1]])], [(3, 4)]),          # E[ids]: rows repeated
+    ("getitem", lambda a: a[:, np.array([3, 0, 3])], [(3, 4)]),
+    ("getitem", lambda a: a[np.arange(12).reshape(3, 4) % 3 == 1], [(3, 4)]),           # a constant mask
+    ("getitem", lambda a: a[a > 0.3], [(3, 4)], "away"),                                # a comparison as the mask
+    ("getitem", lambda a: np.stack(list(a)) * 2.0, [(3, 4)]),                           # iteration: the rows
+    ("take", lambda a: np.take(a, np.array([2, 0, 2]), axis=1), [(3, 4)]),
+    ("take", lambda a: np.take(a, np.array([[5, 0], [11, 5]])), [(3, 4)]),
+    ("concatenate", lambda a, b: np.concatenate([np.tanh(a), b], axis=1), [(3, 2), (3, 4)]),
+    ("concatenate", lambda a, b: np.concatenate((a, b)), [(2, 4), (3, 4)]),
+    ("concatenate", lambda a, b: np.concatenate([a, b], axis=None), [(2, 2), (3,)]),
+    ("concatenate", lambda a: np.concatenate([a, np.ones((3, 1))], axis=-1), [(3, 4)]),
+    ("stack", lambda a, b: np.stack([a, b]), [(3, 4), (3, 4)]),
+    ("stack", lambda a, b: np.stack([a, np.tanh(b)], axis=-1), [(3, 4), (3, 4)]),
+    ("split", lambda a: np.split(a, 2, axis=1)[0] * np.tanh(np.split(a, 2, axis=1)[1]), [(3, 4)]),   # a GLU
+    ("split", lambda a: np.split(a, [1, 3])[2] + np.split(a, [1, 3])[0], [(4, 2)]),
+    ("pad", lambda a: np.pad(a, 1), [(2, 3)]),
+    ("pad", lambda a: np.pad(a, ((0, 0), (2, 1)), constant_values=0.5), [(2, 3)]),
+    ("flip", lambda a: np.flip(a) * a, [(3, 4)]),
+    ("flip", lambda a: np.flip(a, axis=1), [(3, 4)]),
+    ("roll", lambda a: np.roll(a, 1, axis=1) * a, [(3, 4)]),
+    ("roll", lambda a: np.roll(a, -5), [(3, 4)]),
+    ("tile", lambda a: np.tile(a, (2, 1, 2)), [(3, 2)]),
+    ("repeat", lambda a: np.repeat(a, 2, axis=0), [(3, 2)]),
+    ("repeat", lambda a: np.repeat(a, [1, 0, 2]), [(3,)]),
+    ("broadcast_to", lambda a: np.broadcast_to(a, (2, 3, 4)) * np.arange(4.0), [(3, 1)]),
+    ("expand_dims", lambda a: np.expand_dims(a, (0, 2)), [(3, 4)]),
+    ("squeeze", lambda a: np.squeeze(a), [(3, 1, 4)]),
+    ("squeeze", lambda a: np.squeeze(a, axis=1), [(3, 1, 1)]),
+    ("swapaxes", lambda a: np.swapaxes(a, 0, -1), [(2, 3, 4)]),
+    ("moveaxis", lambda a: np.moveaxis(a, 0, -1), [(2, 3, 4)]),
 ]
 ALIASES = {"shape": "np.shape", "ndim": "np.ndim", "size": "np.size"}
 
