@@ -8,7 +8,10 @@ Per-sample problems (``problem.peer_batched`` non-empty) are timed as
 with ``f`` the model of one sample.  Unbatched problems use plain
 ``jit(jacrev)`` / ``jit(jacfwd)`` and ``torch.func.jacrev`` / ``jacfwd`` of the
 whole function (for batch norm that is the full ``(B, F, B, F)`` Jacobian).
-Both run in float64 (``jax_enable_x64``; ``torch.float64`` tensors).
+Both run in float64 (``jax_enable_x64``; ``torch.float64`` tensors); integer inputs (token ids)
+stay integers.  Hessian problems (``problem.kind == "hessian"``) are timed as
+``jax.jit(jax.hessian(f))`` (``jacfwd(jacrev)``) and ``torch.func.hessian``,
+vmapped per sample like the Jacobians.
 
 Threads: numpy's BLAS, XLA's CPU pool and torch's intra-op pool all default
 to every core; torch is set explicitly to numpy's BLAS thread count (or
@@ -111,7 +114,11 @@ def _jax_ops():
     return jax, jnp, types.SimpleNamespace(
         linear=lambda x, W, b=None: x @ W.T if b is None else x @ W.T + b,
         tanh=jnp.tanh, relu=jax.nn.relu, sigmoid=jax.nn.sigmoid, softmax=lambda t: jax.nn.softmax(t, axis=-1),
-        log_softmax=lambda t: jax.nn.log_softmax(t, axis=-1), sqrt=jnp.sqrt, swap=lambda t: jnp.swapaxes(t, -1, -2))
+        log_softmax=lambda t: jax.nn.log_softmax(t, axis=-1), sqrt=jnp.sqrt, swap=lambda t: jnp.swapaxes(t, -1, -2),
+        softplus=jax.nn.softplus, embed=lambda E, ids: E[ids],
+        conv2d=lambda x, W, b: jax.lax.conv_general_dilated(      # one sample (C, H, W), PyTorch's layout
+            x[None], W, (1, 1), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW"))[0] + b[:, None, None],
+        max_pool2d=lambda h: jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2), (1, 2, 2), "VALID"))
 
 
 def _torch_ops():
@@ -120,7 +127,9 @@ def _torch_ops():
     return torch, types.SimpleNamespace(
         linear=lambda x, W, b=None: x @ W.T if b is None else x @ W.T + b,
         tanh=torch.tanh, relu=torch.relu, sigmoid=torch.sigmoid, softmax=lambda t: torch.softmax(t, dim=-1),
-        log_softmax=lambda t: torch.log_softmax(t, dim=-1), sqrt=torch.sqrt, swap=lambda t: torch.transpose(t, -1, -2))
+        log_softmax=lambda t: torch.log_softmax(t, dim=-1), sqrt=torch.sqrt, swap=lambda t: torch.transpose(t, -1, -2),
+        softplus=torch.nn.functional.softplus, embed=lambda E, ids: torch.nn.functional.embedding(ids, E),
+        conv2d=torch.nn.functional.conv2d, max_pool2d=lambda h: torch.nn.functional.max_pool2d(h, 2))
 
 
 # ---------------------------------------------------------------- implementations
@@ -141,6 +150,12 @@ def _basis_elements(problem, inputs: dict, outputs: dict, mode: str) -> int:
     return math.prod(per[:len(per) - n_in])
 
 
+def _array(v) -> np.ndarray:
+    """float64, except integer arrays (token ids) which stay integers."""
+    v = np.asarray(v)
+    return np.array(v, dtype=None if np.issubdtype(v.dtype, np.integer) else np.float64, order="C")  # 0-d stays 0-d
+
+
 def _label(framework: str, mode: str, per_sample: bool) -> str:
     if framework == "jax":
         return f"jax jit(vmap({mode}))" if per_sample else f"jax jit({mode})"
@@ -156,7 +171,13 @@ def plan_rows(problem, inputs: dict, outputs: dict, frameworks=FRAMEWORKS) -> tu
             hint = "pip install 'jax[cpu]'" if fw == "jax" else "pip install torch (a CPU build)"
             notes.append(f"{fw}: not installed, its rows are skipped ({hint})")
             continue
+        if problem.kind == "hessian":  # jax.hessian = jit(jacfwd(jacrev)); torch.func.hessian likewise
+            rows.append((f"{fw}-hessian", fw, "hessian", _label(fw, "hessian", problem.per_sample)))
+            continue
         for mode in MODES:
+            if f"{fw}-{mode}" in problem.skip_peers:
+                notes.append(f"{_label(fw, mode, problem.per_sample)}: skipped, {problem.skip_peers[f'{fw}-{mode}']}")
+                continue
             n = _basis_elements(problem, inputs, outputs, mode)
             if n * n * 8 > BASIS_LIMIT:
                 notes.append(f"{_label(fw, mode, problem.per_sample)}: skipped, its standard basis has {n} "
@@ -178,33 +199,37 @@ def make(problem, inputs: dict, framework: str, mode: str) -> Impl:
 
         def f(*args):
             return problem.peer_fn(ops, **dict(zip(names, args)))
-        d = (jax.jacrev if mode == "jacrev" else jax.jacfwd)(f, argnums=argnums)
+        d = {"jacrev": jax.jacrev, "jacfwd": jax.jacfwd, "hessian": jax.hessian}[mode](f, argnums=argnums)
         if problem.per_sample:
             d = jax.vmap(d, in_axes=tuple(0 if n in problem.peer_batched else None for n in names))
         g = jax.jit(d)
-        args = [jax.device_put(jnp.asarray(np.asarray(peer_in[n], dtype=np.float64))) for n in names]
+        args = [jax.device_put(jnp.asarray(_array(peer_in[n]))) for n in names]
 
         def call():
             return jax.block_until_ready(g(*args))
 
         def to_numpy(out):
+            if mode == "hessian":  # nested per argnum pair: the diagonal blocks
+                return {w: np.asarray(out[k][k]) for k, w in enumerate(problem.wrt)}
             return {w: np.asarray(o) for w, o in zip(problem.wrt, out)}
         return Impl(f"jax-{mode}", label, "jax", call, to_numpy)
     if framework == "torch":
         torch, ops = _torch_ops()
-        from torch.func import jacfwd, jacrev, vmap
+        from torch.func import hessian, jacfwd, jacrev, vmap
 
         def f(*args):
             return problem.peer_fn(ops, **dict(zip(names, args)))
-        d = (jacrev if mode == "jacrev" else jacfwd)(f, argnums=argnums)
+        d = {"jacrev": jacrev, "jacfwd": jacfwd, "hessian": hessian}[mode](f, argnums=argnums)
         if problem.per_sample:
             d = vmap(d, in_dims=tuple(0 if n in problem.peer_batched else None for n in names))
-        args = [torch.from_numpy(np.ascontiguousarray(peer_in[n], dtype=np.float64)) for n in names]
+        args = [torch.from_numpy(_array(peer_in[n])) for n in names]
 
         def call():
             return d(*args)
 
         def to_numpy(out):
+            if mode == "hessian":
+                return {w: out[k][k].detach().numpy() for k, w in enumerate(problem.wrt)}
             return {w: o.detach().numpy() for w, o in zip(problem.wrt, out)}
         return Impl(f"torch-{mode}", label, "torch", call, to_numpy)
     raise ValueError(f"unknown framework {framework!r}")

@@ -20,8 +20,17 @@ A :class:`Problem` holds
 
 Groups: the main table (``group="main"``), the "small models" table
 (:data:`SMALL_MODELS`: three ``group="small"`` problems and the main table's
-softmax classifier), the fixed-overhead problem :data:`TINY`, and the
-planning-time chains of :func:`mlp_chain`.
+softmax classifier), the real models of issue 9 (``group="models"``: a CNN, an
+embedding classifier, an unrolled LSTM), the Hessians of issue 11
+(``group="hessians"``, ``kind="hessian"``: ``jac.hessian`` against
+``jax.hessian`` and ``torch.func.hessian``), the fixed-overhead problem
+:data:`TINY`, and the planning-time chains of :func:`mlp_chain`.
+
+The models and Hessians use toolkit features that land in other branches
+(index maps inside the composer, several batched arguments, ``jac.hessian``):
+until then the toolkit's row reads "not supported yet" and the numpy closed
+form is the reference the peers are checked against.  Each problem's
+``goals`` (the issues' targets) are printed as met / missed.
 """
 
 from __future__ import annotations
@@ -30,12 +39,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 import jacobians as jac
 
 fn = jac.fn
 
-__all__ = ["Problem", "PROBLEMS", "SMALL_MODELS", "TINY", "get", "mlp_chain"]
+__all__ = ["Problem", "PROBLEMS", "SMALL_MODELS", "MODELS", "HESSIANS", "TINY", "get", "mlp_chain"]
 
 
 @dataclass
@@ -45,14 +55,17 @@ class Problem:
     build: Callable[[bool], dict]
     fn: Callable
     wrt: tuple[str, ...]
-    batched: str | None
+    batched: str | tuple[str, ...] | None
     closed_form: Callable[[dict], dict]
     peer_fn: Callable
     peer_batched: tuple[str, ...] = ()          # vmapped on axis 0 by the peers (empty: unbatched)
     peer_inputs: Callable[[dict], dict] = lambda inputs: dict(inputs)
     orders: tuple[str, ...] = ("optimal",)      # toolkit orders timed
     notes: str = ""
-    group: str = "main"                         # "main": the main table; "small": the small-models table only
+    group: str = "main"                         # "main", "small", "models", "hessians": the table it belongs to
+    kind: str = "jacobian"                      # "hessian": jac.hessian (out + in + in) vs jax / torch hessian
+    goals: tuple = ()                           # (text, test, ref, factor): see benchmarks.run.evaluate_goals
+    skip_peers: dict = field(default_factory=dict)  # peer row id -> why it is not run (a note in the table)
 
     @property
     def per_sample(self) -> bool:
@@ -432,6 +445,263 @@ def tiny_closed(a: dict) -> dict:
     return {"x": (1.0 - h * h)[:, :, None] * a["W"]}
 
 
+
+# ---------------------------------------------------------------- real models (issue 9)
+
+def _conv_np(x: np.ndarray, W: np.ndarray, b: np.ndarray):
+    """Valid, stride-1 cross-correlation (PyTorch's conv2d): im2col patches (B, H', W', C, k, k) and one GEMM."""
+    k = W.shape[-1]
+    P = np.ascontiguousarray(sliding_window_view(x, (k, k), axis=(2, 3)).transpose(0, 2, 3, 1, 4, 5))
+    B, Ho, Wo = P.shape[:3]
+    y = (P.reshape(B * Ho * Wo, -1) @ W.reshape(W.shape[0], -1).T).reshape(B, Ho, Wo, -1)
+    return y.transpose(0, 3, 1, 2) + b[:, None, None], P
+
+
+def _pool_np(h: np.ndarray):
+    """2x2 max pooling, stride 2: values and each window's argmax in 0..3 (first maximal element, as PyTorch)."""
+    B, C, H, W = h.shape
+    v = h.reshape(B, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // 2, W // 2, 4)
+    arg = v.argmax(axis=-1)
+    return np.take_along_axis(v, arg[..., None], axis=-1)[..., 0], arg
+
+
+def _unpool_np(G: np.ndarray, arg: np.ndarray) -> np.ndarray:
+    """G (B, K, C, P, Q) sent back to each window's argmax: (B, K, C, 2P, 2Q)."""
+    B, K, C, P, Q = G.shape
+    U = G[..., None] * (arg[:, None, ..., None] == np.arange(4))
+    return U.reshape(B, K, C, P, Q, 2, 2).transpose(0, 1, 2, 3, 5, 4, 6).reshape(B, K, C, 2 * P, 2 * Q)
+
+
+def _conv_t_np(G: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """The transpose of :func:`_conv_np` w.r.t. its input for K rows at once: G (B, K, O, H', W') -> (B, K, C, H, W)."""
+    B, K, O, Ho, Wo = G.shape
+    k = W.shape[-1]
+    Gt = np.ascontiguousarray(G.transpose(0, 1, 3, 4, 2))            # (B, K, H', W', O)
+    out = np.zeros((B, K, Ho + k - 1, Wo + k - 1, W.shape[1]))
+    for i in range(k):                                                # k*k shifted GEMMs, no loop over samples
+        for j in range(k):
+            out[:, :, i:i + Ho, j:j + Wo, :] += Gt @ W[:, :, i, j]
+    return np.ascontiguousarray(out.transpose(0, 1, 4, 2, 3))
+
+
+def _onehot_bytes(shapes: dict) -> int:
+    """Bytes of the float64 (B, T, V) one-hot that a dense E[ids] Jacobian would need."""
+    (B, T), V = shapes["ids"], shapes["E"][0]
+    return 8 * B * T * V
+
+
+def cnn(x, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5):
+    h = fn.max_pool2d(fn.relu(fn.conv2d(x, W1, b1)), 2)
+    h = fn.max_pool2d(fn.relu(fn.conv2d(h, W2, b2)), 2)
+    h = fn.reshape(h, (h.shape[0], -1))
+    h = fn.relu(fn.linear(h, W3, b3))
+    h = fn.relu(fn.linear(h, W4, b4))
+    return fn.linear(h, W5, b5)
+
+
+def cnn_peer(ops, x, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5):
+    h = ops.max_pool2d(ops.relu(ops.conv2d(x, W1, b1)))
+    h = ops.max_pool2d(ops.relu(ops.conv2d(h, W2, b2)))
+    h = ops.relu(ops.linear(h.reshape(-1), W3, b3))
+    return ops.linear(ops.relu(ops.linear(h, W4, b4)), W5, b5)
+
+
+def cnn_build(quick: bool) -> dict:
+    """PyTorch's "Training a classifier" net; quick: 3x16x16 images, 2 and 4 channels, kernels 5 and 3."""
+    r = _rng(13)
+    B, S, (c1, c2), (k1, k2), fc = (2, 16, (2, 4), (5, 3), (8, 6, 3)) if quick else \
+        (64, 32, (6, 16), (5, 5), (120, 84, 10))
+    side = ((S - k1 + 1) // 2 - k2 + 1) // 2
+    out = {"x": r.standard_normal((B, 3, S, S))}
+    for n, (o, c, k) in (("1", (c1, 3, k1)), ("2", (c2, c1, k2))):
+        out["W" + n] = r.standard_normal((o, c, k, k)) / np.sqrt(c * k * k)
+        out["b" + n] = 0.1 * r.standard_normal(o)
+    dense = _layers(r, [c2 * side * side, *fc])
+    out.update({f"{w}{int(k) + 2}": v for key, v in dense.items() for w, k in [(key[0], key[1:])]})
+    return out
+
+
+def cnn_closed(a: dict) -> dict:
+    """Backprop of the 10 logits at once: the dense layers as GEMMs, pooling as a scatter to the argmax,
+    conv2 transposed as 25 shifted GEMMs; d/dx the same through conv1, d/dW1 = G1 against the im2col patches."""
+    x = a["x"]
+    c1, P1 = _conv_np(x, a["W1"], a["b1"])
+    p1, arg1 = _pool_np(np.maximum(c1, 0.0))
+    c2, _ = _conv_np(p1, a["W2"], a["b2"])
+    p2, arg2 = _pool_np(np.maximum(c2, 0.0))
+    B = x.shape[0]
+    a3 = p2.reshape(B, -1) @ a["W3"].T + a["b3"]
+    a4 = np.maximum(a3, 0.0) @ a["W4"].T + a["b4"]
+    K = a["W5"].shape[0]
+    G = a["W5"][None] * (a4 > 0)[:, None, :]                        # (B, K, 84)
+    G = (G @ a["W4"]) * (a3 > 0)[:, None, :]                        # (B, K, 120)
+    G = (G @ a["W3"]).reshape((B, K) + p2.shape[1:])                # (B, K, 16, 5, 5)
+    G = _unpool_np(G, arg2) * (c2 > 0)[:, None]                     # d logits / d c2
+    G = _unpool_np(_conv_t_np(G, a["W2"]), arg1) * (c1 > 0)[:, None]  # d logits / d c1 (B, K, 6, 28, 28)
+    O = G.shape[2]
+    HW = G.shape[3] * G.shape[4]
+    dW1 = G.reshape(B, K * O, HW) @ P1.reshape(B, HW, -1)           # (B, K*O, C*k*k)
+    return {"x": _conv_t_np(G, a["W1"]), "W1": dW1.reshape((B, K) + a["W1"].shape)}
+
+
+def embed_classifier(ids, E, Wc, bc):
+    return fn.linear(fn.mean(fn.embedding(ids, E), axis=1), Wc, bc)
+
+
+def embed_classifier_peer(ops, ids, E, Wc, bc):
+    return ops.linear(ops.embed(E, ids).mean(0), Wc, bc)
+
+
+def embed_build(quick: bool) -> dict:
+    r = _rng(14)
+    B, T, V, d, C = (3, 6, 50, 4, 5) if quick else (32, 32, 20_000, 64, 5)
+    return {"ids": r.integers(0, V, (B, T)), "E": r.standard_normal((V, d)),
+            "Wc": r.standard_normal((C, d)) / np.sqrt(d), "bc": 0.1 * r.standard_normal(C)}
+
+
+def embed_closed(a: dict) -> dict:
+    """d logits[b,k] / d E[v,j] = Wc[k,j] count_b(v) / T: token counts (a bincount, never a (B,T,V) one-hot)."""
+    ids, E, Wc = a["ids"], a["E"], a["Wc"]
+    B, T = ids.shape
+    V = E.shape[0]
+    counts = np.bincount((ids + V * np.arange(B)[:, None]).ravel(), minlength=B * V).reshape(B, V) / T
+    return {"E": counts[:, None, :, None] * Wc[None, :, None, :]}
+
+
+def lstm(X, h0, c0, W, U, b):
+    H = U.shape[1]
+    h, c = h0, c0
+    for t in range(X.shape[1]):
+        z = fn.linear(X[:, t], W, b) + fn.linear(h, U)             # (B, 4H): gates i, f, g, o
+        i, f, g, o = (z[:, k * H:(k + 1) * H] for k in range(4))
+        c = fn.sigmoid(f) * c + fn.sigmoid(i) * fn.tanh(g)
+        h = fn.sigmoid(o) * fn.tanh(c)
+    return h
+
+
+def lstm_peer(ops, X, h0, c0, W, U, b):
+    H = U.shape[1]
+    h, c = h0, c0
+    for t in range(X.shape[0]):
+        z = ops.linear(X[t], W, b) + ops.linear(h, U)
+        i, f, g, o = (z[k * H:(k + 1) * H] for k in range(4))
+        c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+        h = ops.sigmoid(o) * ops.tanh(c)
+    return h
+
+
+def lstm_build(quick: bool) -> dict:
+    r = _rng(15)
+    B, T, D, H = (2, 3, 3, 4) if quick else (32, 20, 64, 128)
+    return {"X": r.standard_normal((B, T, D)), "h0": 0.5 * r.standard_normal((B, H)),
+            "c0": 0.5 * r.standard_normal((B, H)), "W": r.standard_normal((4 * H, D)) / np.sqrt(D),
+            "U": r.standard_normal((4 * H, H)) / np.sqrt(H), "b": 0.1 * r.standard_normal(4 * H)}
+
+
+def lstm_closed(a: dict) -> dict:
+    """Backprop through time with (B, H, .) blocks: A_h = dh_T/dh_t, A_c = dh_T/dc_t (total), per step
+    G_z = [A_c g i', A_c c_{t-1} f', A_c i g', A_h tanh(c_t) o'] (B, H, 4H); dh_T/dx_t = G_z W,
+    dh_T/dh_{t-1} = G_z U, and A_c picks up f_t and the path through h_{t-1}."""
+    X, W, U, b = a["X"], a["W"], a["U"], a["b"]
+    B, T, _ = X.shape
+    H = U.shape[1]
+    hs, cs, gates = [a["h0"]], [a["c0"]], []
+    for t in range(T):
+        z = X[:, t] @ W.T + b + hs[-1] @ U.T
+        i, f, o = (1.0 / (1.0 + np.exp(-z[:, k * H:(k + 1) * H])) for k in (0, 1, 3))
+        g = np.tanh(z[:, 2 * H:3 * H])
+        cs.append(f * cs[-1] + i * g)
+        hs.append(o * np.tanh(cs[-1]))
+        gates.append((i, f, g, o))
+    eye = np.broadcast_to(np.eye(H), (B, H, H))
+    A_h = eye.copy()
+    A_c = A_h * (gates[-1][3] * (1.0 - np.tanh(cs[-1]) ** 2))[:, None, :]
+    dX = np.empty((B, H, T, X.shape[2]))
+    for t in range(T, 0, -1):                                        # step t uses x_{t-1}, h_{t-1}, c_{t-1}
+        i, f, g, o = gates[t - 1]
+        Gz = np.concatenate([A_c * (g * i * (1 - i))[:, None], A_c * (cs[t - 1] * f * (1 - f))[:, None],
+                             A_c * (i * (1 - g * g))[:, None], A_h * (np.tanh(cs[t]) * o * (1 - o))[:, None]],
+                            axis=2)
+        dX[:, :, t - 1] = Gz @ W
+        A_h = Gz @ U
+        if t > 1:
+            o_prev = gates[t - 2][3]
+            A_c = A_c * f[:, None] + A_h * (o_prev * (1.0 - np.tanh(cs[t - 1]) ** 2))[:, None]
+    return {"X": dX, "h0": A_h}
+
+
+# ---------------------------------------------------------------- Hessians (issue 11)
+
+def quadratic(x, A):
+    return fn.matmul(x, fn.matmul(A, x))                              # x^T A x
+
+
+def quadratic_peer(ops, x, A):
+    return x @ (A @ x)
+
+
+def quadratic_build(quick: bool) -> dict:
+    r = _rng(16)
+    n = 30 if quick else 2000
+    return {"x": r.standard_normal(n), "A": r.standard_normal((n, n))}
+
+
+def quadratic_closed(a: dict) -> dict:
+    return {"x": a["A"] + a["A"].T}
+
+
+def logreg(w, X, y):
+    z = fn.matmul(X, w)
+    return fn.mean(fn.softplus(z) - y * z)                            # mean binary cross-entropy of sigmoid(X w)
+
+
+def logreg_peer(ops, w, X, y):
+    z = X @ w
+    return (ops.softplus(z) - y * z).mean()
+
+
+def logreg_build(quick: bool) -> dict:
+    r = _rng(17)
+    N, D = (50, 6) if quick else (10_000, 500)
+    return {"w": r.standard_normal(D) / np.sqrt(D), "X": r.standard_normal((N, D)),
+            "y": r.integers(0, 2, N).astype(np.float64)}
+
+
+def logreg_closed(a: dict) -> dict:
+    X = a["X"]
+    p = 1.0 / (1.0 + np.exp(-(X @ a["w"])))
+    return {"w": (X.T * (p * (1.0 - p) / len(X))) @ X}              # X^T diag(p(1-p)) X / N
+
+
+def mlp_scalar(x, W1, b1, W2, b2, w3, b3):
+    h = fn.tanh(fn.linear(fn.tanh(fn.linear(x, W1, b1)), W2, b2))
+    return fn.matmul(h, w3) + b3                                      # one score per sample
+
+
+def mlp_scalar_peer(ops, x, W1, b1, W2, b2, w3, b3):
+    return ops.tanh(ops.linear(ops.tanh(ops.linear(x, W1, b1)), W2, b2)) @ w3 + b3
+
+
+def mlp_scalar_build(quick: bool) -> dict:
+    r = _rng(18)
+    B, dims = (3, [5, 7, 7]) if quick else (64, [100, 256, 256])
+    return {"x": r.standard_normal((B, dims[0])), **_layers(r, dims),
+            "w3": r.standard_normal(dims[2]) / np.sqrt(dims[2]), "b3": np.array(0.1)}
+
+
+def mlp_scalar_closed(a: dict) -> dict:
+    """H_b = M^T diag(w3 tanh''(a2)) M + W1^T diag((W2^T g2) tanh''(a1)) W1, M = W2 diag(tanh'(a1)) W1,
+    g2 = w3 tanh'(a2), tanh'' = -2 tanh tanh'."""
+    W1, W2, w3 = a["W1"], a["W2"], a["w3"]
+    h1 = np.tanh(a["x"] @ W1.T + a["b1"])
+    h2 = np.tanh(h1 @ W2.T + a["b2"])
+    d1, d2 = 1.0 - h1 * h1, 1.0 - h2 * h2
+    M = (W2[None] * d1[:, None, :]) @ W1                              # (B, H2, D) = d a2 / d x
+    s2 = w3 * (-2.0 * h2 * d2)                                        # (B, H2)
+    s1 = ((w3 * d2) @ W2) * (-2.0 * h1 * d1)                          # (B, H1)
+    return {"x": M.transpose(0, 2, 1) @ (M * s2[:, :, None]) + (W1.T * s1[:, None, :]) @ W1}
+
+
 # ---------------------------------------------------------------- the table
 
 PROBLEMS: dict[str, Problem] = {p.name: p for p in [
@@ -469,7 +739,52 @@ PROBLEMS: dict[str, Problem] = {p.name: p for p in [
             "d=32: per-sample d out / d x (8, 16, 32, 16, 32)",
             attention_build, attention, ("x",), "x", attention_closed, attention_peer, ("x",), group="small",
             notes="Written with matmul, transpose and softmax (no fused attention op anywhere)."),
+    Problem("cnn", "PyTorch tutorial CNN (conv 3->6 5x5, relu, maxpool 2, conv 6->16 5x5, relu, maxpool 2, "
+            "linear 400-120-84-10), B=64: per-sample d logits / d (image, conv1 weight) (64, 10, 3, 32, 32), "
+            "(64, 10, 6, 3, 5, 5)",
+            cnn_build, cnn, ("x", "W1"), "x", cnn_closed, cnn_peer, ("x",), group="models",
+            skip_peers={"jax-jacfwd": "forward mode pushes 3,522 tangents per sample (image + conv1 weight) "
+                                      "through every activation: XLA asked for 25.6 GB here and failed",
+                        "torch-jacfwd": "forward mode, as for JAX (3,522 tangents per sample through every "
+                                        "activation; not run at this size)"},
+            goals=(("time at or below jax jit(vmap(jacrev))", "time_vs", "jax-jacrev", 1.0),
+                   ("peak memory at most 2x result + inputs", "memory", None, 2.0)),
+            notes="Written with jac.fn.conv2d / max_pool2d (PyTorch's NCHW conventions), reshape, linear, relu."),
+    Problem("embedding", "embedding classifier E[ids] (V=20,000, d=64, T=32, B=32), mean over T, linear to 5 "
+            "classes: per-sample d logits / d E (32, 5, 20000, 64)",
+            embed_build, embed_classifier, ("E",), "ids", embed_closed, embed_classifier_peer, ("ids",),
+            group="models",
+            goals=(("peak memory minus the result below the (B, T, V) one-hot (never allocated)", "memory_excess",
+                    _onehot_bytes, 1.0),),
+            notes="The toolkit's peak memory is the measurement asked for; jacfwd's basis (V*d per sample) is "
+                  "far too large and is skipped."),
+    Problem("lstm", "LSTM unrolled 20 steps (H=128, D=64, B=32) written with X[:, t] and gate slicing: per-sample "
+            "d h_T / d (X, h_0) (32, 128, 20, 64), (32, 128, 128)",
+            lstm_build, lstm, ("X", "h0"), ("X", "h0", "c0"), lstm_closed, lstm_peer, ("X", "h0", "c0"),
+            group="models", notes="Every sample's X, h_0 and c_0 are batched (several batched arguments)."),
+    Problem("quadratic", "f(x) = x^T A x, n = 2,000: Hessian A + A^T (2000, 2000)",
+            quadratic_build, quadratic, ("x",), None, quadratic_closed, quadratic_peer, (), group="hessians",
+            kind="hessian",
+            goals=(("time within 2x of writing the n x n result", "time_vs_write", None, 2.0),
+                   ("at least 10x faster than jax.hessian", "time_vs", "jax-hessian", 0.1),
+                   ("peak memory under 2x Hessian + inputs", "memory", None, 2.0))),
+    Problem("logreg", "logistic-regression mean loss, N = 10,000, D = 500: Hessian w.r.t. w (500, 500) = "
+            "X^T diag(p(1-p)) X / N",
+            logreg_build, logreg, ("w",), None, logreg_closed, logreg_peer, (), group="hessians", kind="hessian",
+            goals=(("time within 1.2x the numpy closed form", "time_vs", "numpy", 1.2),
+                   ("peak memory under 2x Hessian + inputs", "memory", None, 2.0))),
+    Problem("mlp_hessian", "tanh MLP 100-256-256-1, B = 64: per-sample input Hessian (64, 100, 100)",
+            mlp_scalar_build, mlp_scalar, ("x",), "x", mlp_scalar_closed, mlp_scalar_peer, ("x",),
+            group="hessians", kind="hessian",
+            goals=(("time at or below jax jit(vmap(hessian))", "time_vs", "jax-hessian", 1.0),
+                   ("peak memory under 2x Hessian + inputs", "memory", None, 2.0))),
 ]}
+
+MODELS = ("cnn", "embedding", "lstm")
+"""The real models of issue 9: the toolkit against jit(vmap(jacrev)) and torch.func per sample."""
+
+HESSIANS = ("quadratic", "logreg", "mlp_hessian")
+"""The Hessians of issue 11: ``jac.hessian`` against jax.hessian, torch.func.hessian and numpy closed forms."""
 
 SMALL_MODELS = ("cs224n_window", "softmax_classifier", "rnn_5step", "attention")
 """The "small models" table: repeat-call time against JAX and torch where a fixed per-call cost shows."""

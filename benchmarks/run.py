@@ -7,10 +7,11 @@ Usage (from the repository root)::
     python -m benchmarks.run --problems bottleneck residual --repeats 11
     python -m benchmarks.run --no-peers --no-memory --out /tmp/bench
     python -m benchmarks.run --only small,planning,overhead   # the issue-8 tables alone
+    python -m benchmarks.run --only models,hessians           # issue 9's models, issue 11's Hessians
 
 Options: ``--quick`` (small variants, few repeats), ``--only TABLES``
 (comma-separated, of ``problems`` (the main table), ``small`` (the small
-models), ``planning``, ``overhead``; default all), ``--problems NAME...``
+models), ``models``, ``hessians``, ``planning``, ``overhead``; default all), ``--problems NAME...``
 (instead of the problems the tables pick, see :mod:`benchmarks.problems`;
 without ``--only`` it runs only those problems), ``--repeats N`` (default 7,
 quick 3), ``--no-peers`` (skip JAX / PyTorch), ``--no-memory`` (skip the
@@ -28,7 +29,8 @@ rows are skipped with a note.
 What is measured, per problem:
 
 * **Correctness first.**  Every implementation's first call (the warm-up) is
-  compared with the toolkit's ``order="optimal"`` Jacobians: same shapes, and
+  compared with the toolkit's ``order="optimal"`` Jacobians (the numpy closed
+  form's where the toolkit gave none): same shapes, and
   ``max |a - ref| <= 1e-7 * max |ref| + 1e-12`` per wrt.  The max abs diff is
   in the table; a disagreement fails the run.
 * **Time.**  The warm-up call is excluded and reported as "first call" (for
@@ -68,6 +70,22 @@ What is measured, per problem:
   problems above (checked, warm-up, interleaved repeats); their own table
   shows the toolkit against JAX and torch on repeat calls, with toolkit /
   best peer.
+* **Models** (``--only models``, issue 9): the PyTorch tutorial CNN (conv2d,
+  max_pool2d), an embedding classifier (``E[ids]``) and a 20-step LSTM
+  (``X[:, t]``, gate slices, several batched arguments), per sample, against
+  jit(vmap(jacrev / jacfwd)) and torch.func; **Hessians** (``--only
+  hessians``, issue 11): ``jac.hessian`` of x^T A x, a logistic-regression
+  loss and a tanh MLP's per-sample input Hessian against ``jax.hessian``
+  (jit(jacfwd(jacrev))), ``torch.func.hessian`` and numpy closed forms.  Both
+  tables show first-call and median times, peak memory and each problem's
+  goals (the issues' targets) as met / missed / n/a.  These problems use
+  toolkit features that may not be merged yet: a toolkit row raising
+  ``NotImplementedError`` (``IndexMapsPending``), ``TypeError`` or
+  ``AttributeError`` (no ``jac.hessian``) reads "not supported yet: <error>"
+  and does not fail the run; the numpy closed form is then the reference the
+  peers are checked against (any other toolkit error still fails the run).
+  Each output is compared with the reference as soon as it is computed and
+  dropped (the embedding's Jacobian is 1.6 GB).
 * **Planning time** (``--only planning``): ``jf.plan(x)`` of a tanh chain
   with 10, 40 and 100 layers (width 16, B=8), per-sample d out / d x, the
   default order, each depth in a fresh process (no plan cache) cut after
@@ -109,26 +127,35 @@ import numpy as np
 import jacobians as jac
 
 from . import peers
-from .problems import PROBLEMS, SMALL_MODELS, TINY, Problem, get, mlp_chain
+from .problems import HESSIANS, MODELS, PROBLEMS, SMALL_MODELS, TINY, Problem, get, mlp_chain
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RTOL, ATOL = 1e-7, 1e-12
 MIN_SAMPLE_S = 0.005
-SECTIONS = ("problems", "small", "planning", "overhead")
+SECTIONS = ("problems", "small", "models", "hessians", "planning", "overhead")
+PENDING_GROUPS = ("models", "hessians")  # their toolkit rows may read "not supported yet" (features in flight)
+PENDING_ERRORS = (NotImplementedError, TypeError, AttributeError)  # IndexMapsPending is a NotImplementedError
 PLAN_WIDTH, PLAN_BATCH = 16, 8          # the planning chains (quick: 4, 2)
 
 
 # ---------------------------------------------------------------- implementations
 
 def toolkit_impl(problem: Problem, inputs: dict, order: str) -> peers.Impl:
-    jf = jac.jacobian(problem.fn, wrt=problem.wrt, batched=problem.batched, order=order)
+    """``jac.jacobian`` (or ``jac.hessian`` for a Hessian problem, out + in + in) of the problem's function."""
+    if problem.kind == "hessian":  # AttributeError until jac.hessian lands: "not supported yet"
+        jf = jac.hessian(problem.fn, wrt=problem.wrt if len(problem.wrt) > 1 else problem.wrt[0],
+                         batched=problem.batched)
+    else:
+        jf = jac.jacobian(problem.fn, wrt=problem.wrt, batched=problem.batched, order=order)
 
     def call():
         return jf(**inputs)
 
     def to_numpy(out):
-        return dict(out) if isinstance(out, dict) else {problem.wrt[0]: out}
+        if not isinstance(out, dict):
+            return {problem.wrt[0]: out}
+        return {w: out[(w, w)] for w in problem.wrt} if problem.kind == "hessian" else dict(out)
     impl = peers.Impl(f"toolkit-{order}", f"toolkit ({order})", "toolkit", call, to_numpy)
     impl.jf = jf
     return impl
@@ -295,46 +322,85 @@ def compare(out: dict, ref: dict, wrt) -> tuple[bool, float, dict]:
 
 def plan_costs(problem: Problem, inputs: dict) -> dict:
     costs = {}
+    if problem.kind == "hessian":  # jacobian plans do not describe a Hessian
+        return costs
     for order in ("optimal", "forward", "reverse"):
         try:
             plan = jac.jacobian(problem.fn, wrt=problem.wrt, batched=problem.batched, order=order).plan(**inputs)
             costs[order] = {"flops": int(plan.flops), "largest_intermediate": int(plan.largest_intermediate),
                             "result_elements": int(plan.result_elements), "strategy": plan.strategy,
                             "text": str(plan)}
-        except Exception as e:  # JacobianTooLarge or a bug: report, do not stop
-            costs[order] = {"error": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # JacobianTooLarge, a feature not there yet, or a bug: report, do not stop
+            costs[order] = {"error": _one_line(e)}
     return costs
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    text = f"{type(e).__name__}: {e}".splitlines()[0]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def run_problem(problem: Problem, args, machine: dict, log) -> dict:
     inputs = problem.build(args.quick)
     res = {"name": problem.name, "title": problem.title, "notes": problem.notes, "wrt": list(problem.wrt),
-           "batched": problem.batched, "per_sample": problem.per_sample,
-           "inputs": {k: list(np.shape(v)) for k, v in inputs.items()}, "skipped": [], "rows": []}
+           "batched": problem.batched, "per_sample": problem.per_sample, "group": problem.group,
+           "kind": problem.kind, "inputs": {k: list(np.shape(v)) for k, v in inputs.items()},
+           "input_bytes": int(sum(np.asarray(v).nbytes for v in inputs.values())), "skipped": [], "rows": []}
     res["plan"] = plan_costs(problem, inputs)
     impls: list[peers.Impl] = []
     errors: dict[str, str] = {}
+    pending: dict[str, str] = {}   # toolkit rows of features not merged yet: reported, not failed
     first: dict[str, float] = {}
-    outputs: dict[str, dict] = {}
+    outputs: dict[str, dict] = {}  # the reference's output only: the others are checked as they come
+    checks: dict[str, tuple] = {}
     contiguous: dict[str, bool] = {}
+    ref_id = None
+    may_pend = problem.group in PENDING_GROUPS
 
     def warm(impl: peers.Impl) -> None:
+        nonlocal ref_id
         log(f"  {impl.label}: first call ...")
         try:
             t = time.perf_counter()
             out = impl.call()
             first[impl.id] = time.perf_counter() - t
-            outputs[impl.id] = impl.to_numpy(out)
-            contiguous[impl.id] = all(np.asarray(a).flags.c_contiguous for a in outputs[impl.id].values())
+            got = impl.to_numpy(out)
+            del out
+            contiguous[impl.id] = all(np.asarray(a).flags.c_contiguous for a in got.values())
+            if ref_id is None:
+                ref_id = impl.id
+                outputs[impl.id] = got
+            checks[impl.id] = compare(got, outputs[ref_id], problem.wrt)
+            del got
+        except PENDING_ERRORS as e:
+            if not (may_pend and impl.kind == "toolkit"):
+                errors[impl.id] = f"{type(e).__name__}: {e}"
+                log(f"    ERROR {errors[impl.id]}")
+            else:
+                pending[impl.id] = _one_line(e)
+                log(f"    not supported yet: {pending[impl.id]}")
         except Exception as e:  # reported in the row; the run fails
             errors[impl.id] = f"{type(e).__name__}: {e}"
             log(f"    ERROR {errors[impl.id]}")
         impls.append(impl)
+        gc.collect()
+
+    def failed_impl(impl_id: str, label: str, kind: str, e: Exception) -> peers.Impl:
+        if may_pend and kind == "toolkit" and isinstance(e, PENDING_ERRORS):
+            pending[impl_id] = _one_line(e)
+            log(f"  {label}: not supported yet: {pending[impl_id]}")
+        else:
+            errors[impl_id] = f"{type(e).__name__}: {e}"
+        return peers.Impl(impl_id, label, kind, lambda: None, dict)
 
     for order in problem.orders:
-        warm(toolkit_impl(problem, inputs, order))
+        try:
+            impl = toolkit_impl(problem, inputs, order)
+        except Exception as e:  # jac.hessian missing, a batched tuple refused at construction
+            impls.append(failed_impl(f"toolkit-{order}", f"toolkit ({order})", "toolkit", e))
+            continue
+        warm(impl)
     warm(numpy_impl(problem, inputs))
-    ref_id = "toolkit-optimal" if "toolkit-optimal" in outputs else ("numpy" if "numpy" in outputs else None)
     if not args.no_peers:
         rows, notes = peers.plan_rows(problem, inputs, outputs[ref_id]) if ref_id else ([], [])
         res["skipped"] += notes
@@ -342,8 +408,7 @@ def run_problem(problem: Problem, args, machine: dict, log) -> dict:
             try:
                 impl = peers.make(problem, inputs, fw, mode)
             except Exception as e:
-                errors[impl_id] = f"{type(e).__name__}: {e}"
-                impls.append(peers.Impl(impl_id, label, fw, lambda: None, dict))
+                impls.append(failed_impl(impl_id, label, fw, e))
                 continue
             warm(impl)
     else:
@@ -351,16 +416,11 @@ def run_problem(problem: Problem, args, machine: dict, log) -> dict:
     res["shapes"] = {w: list(a.shape) for w, a in outputs.get(ref_id, {}).items()}
     res["result_bytes"] = int(sum(a.nbytes for a in outputs.get(ref_id, {}).values()))
     res["reference"] = ref_id
-
-    checks = {}
-    for impl in impls:
-        if impl.id in outputs and ref_id:
-            checks[impl.id] = compare(outputs[impl.id], outputs[ref_id], problem.wrt)
     outputs.clear()
     gc.collect()
 
     # interleaved timing
-    live = [i for i in impls if i.id not in errors]
+    live = [i for i in impls if i.id not in errors and i.id not in pending]
     times: dict[str, list[float]] = {i.id: [] for i in live}
     target = {i.id: args.repeats for i in live}
     number = {}
@@ -410,15 +470,66 @@ def run_problem(problem: Problem, args, machine: dict, log) -> dict:
                        memory_method=m["method"])
         elif "error" in m:
             row["memory_error"] = m["error"]
-        row.update(ok=bool(ok) and impl.id not in errors, max_abs_diff=worst,
-                   diffs={w: (d if isinstance(d, float) else str(d)) for w, d in diffs.items()},
-                   error=errors.get(impl.id), note=impl.note, c_contiguous=contiguous.get(impl.id))
+        if impl.id in pending:
+            row.update(ok=True, max_abs_diff=None, diffs={}, error=None, pending=pending[impl.id], note=impl.note,
+                       c_contiguous=None)
+        else:
+            row.update(ok=bool(ok) and impl.id not in errors, max_abs_diff=worst,
+                       diffs={w: (d if isinstance(d, float) else str(d)) for w, d in diffs.items()},
+                       error=errors.get(impl.id), note=impl.note, c_contiguous=contiguous.get(impl.id))
         res["rows"].append(row)
 
     res["toolkit_median_s"] = base_tk
     _bounds(res, machine)
+    res["goals"] = evaluate_goals(problem, res)
     res["ok"] = all(r["ok"] for r in res["rows"])
     return res
+
+
+def evaluate_goals(problem: Problem, res: dict) -> list[dict]:
+    """The issue's targets for this problem, each ``met``, ``missed`` or ``n/a`` (with the numbers).
+
+    Tests: ``time_vs`` (toolkit median <= factor x the median of row ``ref``), ``time_vs_write``
+    (toolkit median <= factor x the time to write the result once), ``memory`` (toolkit peak <=
+    factor x (result + inputs) bytes), ``memory_excess`` (toolkit peak - result bytes < ``ref(shapes)``
+    bytes, ``ref`` a function of the input shapes).
+    """
+    tk = _row(res, "toolkit-optimal") or {}
+    out = []
+    for text, test, ref, factor in problem.goals:
+        g = {"goal": text, "status": "n/a", "detail": ""}
+        if tk.get("pending"):
+            g["detail"] = "toolkit not supported yet"
+        elif test in ("time_vs", "time_vs_write"):
+            mine = tk.get("median_ms")
+            if test == "time_vs":
+                other = (_row(res, ref) or {}).get("median_ms")
+                what = (_row(res, ref) or {}).get("label", ref)
+            else:
+                other, what = res["bounds"]["write_ms"], "writing the result"
+            if mine is None or other is None:
+                g["detail"] = f"no timing for {'the toolkit' if mine is None else what}"
+            else:
+                g.update(status="met" if mine <= factor * other else "missed",
+                         detail=f"toolkit {_fmt_ms(mine)} ms vs {what} {_fmt_ms(other)} ms "
+                                f"(ratio {mine / other:.2f}, goal <= {factor:g})")
+        elif test in ("memory", "memory_excess"):
+            peak = tk.get("peak_mib")
+            if peak is None:
+                g["detail"] = "no memory measurement (--no-memory)" if "memory_error" not in tk else tk["memory_error"]
+            else:
+                result = res["result_bytes"] / 2**20
+                if test == "memory":
+                    limit = factor * (result + res["input_bytes"] / 2**20)
+                    g.update(status="met" if peak <= limit else "missed",
+                             detail=f"peak {peak:.1f} MiB vs {factor:g} x (result {result:.1f} + inputs "
+                                    f"{res['input_bytes'] / 2**20:.1f}) = {limit:.1f} MiB")
+                else:
+                    limit = factor * ref({k: tuple(v) for k, v in res["inputs"].items()}) / 2**20
+                    g.update(status="met" if peak - result < limit else "missed",
+                             detail=f"peak {peak:.1f} MiB - result {result:.1f} MiB vs {limit:.1f} MiB")
+        out.append(g)
+    return out
 
 
 def _bounds(res: dict, machine: dict) -> None:
@@ -589,13 +700,16 @@ def write_markdown(data: dict, path: Path) -> None:
                  f"{_fmt_ratio(tkm / peer['median_ms']) if tkm and peer else '–'} | "
                  f"{_fmt_ms(p['bounds']['bound_ms'])} | {_fmt_ratio(p['bounds']['toolkit_over_bound'])} | "
                  f"{'pass' if p['ok'] else '**FAIL**'} |")
-    L += _small_models_md(data) + _planning_md(data) + _overhead_md(data)
+    L += _small_models_md(data) + _models_md(data) + _hessians_md(data) + _planning_md(data) + _overhead_md(data)
     for p in data["problems"]:
         shapes = ", ".join(f"{w} {tuple(s)}" for w, s in p["shapes"].items())
         b = p["bounds"]
         plan = p["plan"]
         fl = ", ".join(f"{o} {plan[o]['flops']:.3g}" if "flops" in plan[o] else f"{o}: {plan[o]['error']}"
-                       for o in ("optimal", "forward", "reverse"))
+                       for o in ("optimal", "forward", "reverse") if o in plan)
+        if plan and all("error" in c for c in plan.values()) and len({c["error"] for c in plan.values()}) == 1:
+            fl = f"none ({plan['optimal']['error']})"
+        fl = fl or "– (a Hessian: no Jacobian plan)"
         L += ["", f"## {p['name']}", "", p["title"] + ".", ""]
         if p["notes"]:
             L += [p["notes"], ""]
@@ -616,23 +730,98 @@ def write_markdown(data: dict, path: Path) -> None:
             spread = f"{_fmt_ms(r['min_ms'])}–{_fmt_ms(r['max_ms'])}" if "min_ms" in r else "–"
             peak = f"{r['peak_mib']:.1f}" if "peak_mib" in r else ("error" if "memory_error" in r else "–")
             diff = "–" if r["max_abs_diff"] is None or math.isnan(r["max_abs_diff"]) else f"{r['max_abs_diff']:.1e}"
-            check = "pass" if r["ok"] else "**FAIL**"
+            check = _check(r)
             L.append(f"| {r['label']} | {_fmt_ms(r['first_call_ms'])} | {_fmt_ms(r.get('median_ms'))} | {spread} | "
                      f"{r['n']}{'x' + str(r['number']) if r.get('number', 1) > 1 else ''} | {_fmt_ratio(r.get('ratio_numpy'))} | {_fmt_ratio(r.get('ratio_toolkit'))} | "
                      f"{peak} | {diff} | {check} |")
+        if p.get("reference") and p["reference"] != "toolkit-optimal":
+            ref = _row(p, p["reference"])
+            L.append(f"\nMax abs diff: against {ref['label'] if ref else p['reference']} (the toolkit gave no result).")
         for r in p["rows"]:
+            if r.get("pending"):
+                L.append(f"\n{r['label']}: not supported yet: {r['pending']}")
             if r.get("error"):
                 L.append(f"\n**{r['label']} failed:** {r['error']}")
             elif not r["ok"]:
                 L.append(f"\n**{r['label']} disagrees with the toolkit:** {r['diffs']}")
             if r.get("memory_error"):
                 L.append(f"\n{r['label']}: {r['memory_error']}")
+        for g in p.get("goals", ()):
+            detail = f" ({g['detail']})" if g["detail"] else ""
+            L.append(f"\n- goal: {g['goal']}: **{g['status']}**{detail}")
         for s in p["skipped"]:
             L.append(f"\n- {s}")
     path.write_text("\n".join(L) + "\n")
 
 
 SMALL_ROWS = ("toolkit-optimal", "jax-jacrev", "jax-jacfwd", "torch-jacrev", "torch-jacfwd", "numpy")
+
+
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check(r: dict) -> str:
+    if r.get("pending"):
+        return "not supported yet"
+    return "pass" if r["ok"] else "**FAIL**"
+
+
+GROUP_ROWS = ("toolkit-optimal", "numpy", "jax-jacrev", "jax-jacfwd", "jax-hessian", "torch-jacrev", "torch-jacfwd",
+              "torch-hessian")
+
+
+def _group_md(data: dict, group: str, title: str, intro: str) -> list[str]:
+    """The models / Hessians tables: every implementation's time, peak memory, check, then the goals."""
+    problems = [p for p in data["problems"] if p.get("group") == group]
+    if not problems:
+        return []
+    L = ["", f"## {title}", "", intro, "",
+         "| problem | implementation | first call ms | median ms | IQR ms | n | x best peer | peak MiB | check |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for p in problems:
+        best = _fastest_peer(p)
+        first = True
+        for rid in GROUP_ROWS:
+            r = _row(p, rid)
+            if r is None:
+                continue
+            med = r.get("median_ms")
+            rat = _fmt_ratio(med / best["median_ms"] if med and best else None)
+            iqr = f"{_fmt_ms(r['q1_ms'])}–{_fmt_ms(r['q3_ms'])}" if "q1_ms" in r else "–"
+            peak = f"{r['peak_mib']:.1f}" if "peak_mib" in r else ("error" if "memory_error" in r else "–")
+            tk = rid == "toolkit-optimal"
+            check = f"not supported yet: {_short(r['pending'])}" if r.get("pending") else _check(r)
+            L.append(f"| {p['name'] if first else ''} | {'**' + r['label'] + '**' if tk else r['label']} | "
+                     f"{_fmt_ms(r['first_call_ms'])} | {_fmt_ms(med)} | {iqr} | "
+                     f"{r['n']}{'x' + str(r['number']) if r.get('number', 1) > 1 else ''} | "
+                     f"{f'**{rat}**' if tk else rat} | {peak} | {check} |")
+            first = False
+    L += ["", "Goals (the issue's targets; toolkit row):", ""]
+    for p in problems:
+        result_mib = p["result_bytes"] / 2**20
+        L.append(f"- {p['name']}: result {result_mib:.3g} MiB, inputs {p['input_bytes'] / 2**20:.3g} MiB"
+                 + ("" if p.get("goals") else "; no goal set"))
+        for g in p.get("goals", ()):
+            L.append(f"  - {g['goal']}: **{g['status']}**" + (f" ({g['detail']})" if g["detail"] else ""))
+    notes = [f"- {p['name']}: {s}" for p in problems for s in p["skipped"]]
+    return L + ([""] + notes if notes else [])
+
+
+def _models_md(data: dict) -> list[str]:
+    return _group_md(data, "models", "Models (issue 9)",
+                     "Per-sample Jacobians of real models as a user writes them (conv2d / max_pool2d, `E[ids]`, "
+                     "`X[:, t]` and gate slices), against JAX jit(vmap(jacrev / jacfwd)) and torch.func vmap, "
+                     "each checked before timing. Peak MiB: extra resident memory of one steady-state call, "
+                     "alone in a subprocess. A toolkit row that raises for a feature still in another branch "
+                     "reads \"not supported yet\" and the numpy closed form is then the reference.")
+
+
+def _hessians_md(data: dict) -> list[str]:
+    return _group_md(data, "hessians", "Hessians (issue 11)",
+                     "`jac.hessian` (out + in + in) against jax.hessian = jit(jacfwd(jacrev)) (vmapped per "
+                     "sample where per-sample), torch.func.hessian and numpy closed forms, each checked before "
+                     "timing; peak memory as in the models table.")
 
 
 def _small_models_md(data: dict) -> list[str]:
@@ -826,7 +1015,8 @@ def main(argv=None) -> int:
         names = list(args.problems)
     else:
         names = [n for n, p in PROBLEMS.items() if ("problems" in args.sections and p.group == "main")
-                 or ("small" in args.sections and n in SMALL_MODELS)]
+                 or ("small" in args.sections and n in SMALL_MODELS)
+                 or (p.group in ("models", "hessians") and p.group in args.sections)]
     t0 = time.perf_counter()
     problems, measured = [], None
     if names:
