@@ -208,9 +208,8 @@ class Traced:
             f"tracer does not know (numpy, or jacobians.ops which returns Jacobians); inside a traced "
             f"function use jacobians.fn.<op>")
 
-    _UFUNCS = {"add": "add", "subtract": "subtract", "multiply": "multiply", "true_divide": "divide",
-               "divide": "divide", "matmul": "matmul", "negative": "negative", "exp": "exp", "log": "log",
-               "tanh": "tanh", "sqrt": "sqrt", "square": "square"}
+    # numpy ufuncs that are toolkit ops: each op declares the numpy names with exactly its meaning
+    _UFUNCS = {n: op.name for op in _ops.OPS.values() for n in op.numpy if isinstance(getattr(np, n, None), np.ufunc)}
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         name = self._UFUNCS.get(ufunc.__name__)
@@ -229,22 +228,21 @@ class Traced:
 
 def _traced_op(op: _ops.Op) -> Callable:
     def call(*args, **kwargs):
-        bound = op.signature.bind(*args, **kwargs) if _has_traced(args, kwargs) else None
-        if bound is None:
+        if not _has_traced(args, kwargs):
             return op.evaluate(*op.bind(args, kwargs))[0]
-        bound.apply_defaults()
-        graphs = {v.graph for v in bound.arguments.values() if isinstance(v, Traced)}
+        bound = op.arguments(args, kwargs)  # precompiled signature.bind with defaults applied
+        graphs = {v.graph for v in bound.values() if isinstance(v, Traced)}
         if len(graphs) > 1:
             raise ValueError(f"{op.name}: traced values from two different traces were mixed")
         graph, = graphs
         refs, values, params = [], {}, {}
-        for name, v in bound.arguments.items():
+        for name, v in bound.items():
             if name not in op.arrays:
                 if isinstance(v, Traced):
                     raise TypeError(f"{op.name}: argument {name} must be a constant, not a traced value")
                 params[name] = v
         for name in op.arrays:
-            v = bound.arguments.get(name)
+            v = bound.get(name)
             if isinstance(v, Traced):
                 refs.append(v.index)
                 values[name] = v.value

@@ -300,7 +300,7 @@ def test_norm_of_a_zero_row():
 
 
 def test_divide_by_zero():
-    with pytest.raises(ValueError, match=msg("divide: argument b contains zeros (shape (2,))")):
+    with pytest.raises(ValueError, match=msg("divide: argument b must be nonzero; got 0.0 at flat index 1 (shape (2,))")):
         ops.divide(np.ones((3, 2)), np.array([1.0, 0.0]))
 
 
@@ -332,7 +332,7 @@ def test_static_parameters():
 # ---------------------------------------------------------------- names and signatures
 
 def test_unknown_op_lists_the_ops():
-    with pytest.raises(NotImplementedError, match=msg("no op named 'conv2d'; the ops are: add, batch_norm, ")) as e:
+    with pytest.raises(NotImplementedError, match=msg("no op named 'conv2d'; the ops are: add, ")) as e:
         ops.get("conv2d")
     for name in ops.OPS:
         assert name in str(e.value)
@@ -441,6 +441,7 @@ PARAMS = {
     "transpose": st.fixed_dictionaries({"axes": st.sampled_from([None, (1, 0), (0, 2, 1), (0,), (0, 5), (1, 1)])}),
     "power": st.fixed_dictionaries({"p": st.sampled_from([2, 3, 0.5, -1.5])}),
     "leaky_relu": st.fixed_dictionaries({"alpha": st.sampled_from([0.01, 0.2])}),
+    "gelu": st.fixed_dictionaries({"approximate": st.sampled_from(["none", "tanh"])}),
 }
 
 shapes = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)

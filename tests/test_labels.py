@@ -142,7 +142,10 @@ FAMILIES = {
                "solve", "cholesky"},
     "contractions": {"einsum"},
     "elementwise": {"add", "subtract", "multiply", "divide", "negative", "exp", "log", "sigmoid", "tanh", "relu",
-                    "leaky_relu", "softplus", "square", "sqrt", "power"},
+                    "leaky_relu", "softplus", "square", "sqrt", "power", "arctan2", "logaddexp", "hypot", "sign",
+                    "cbrt", "reciprocal", "expm1", "exp2", "log1p", "log2", "log10", "sin", "cos", "tan", "arcsin",
+                    "arccos", "arctan", "sinh", "cosh", "arcsinh", "arccosh", "arctanh", "erf", "erfc",
+                    "log_sigmoid", "silu", "swish", "gelu"},
     "reductions": {"sum", "mean"},
     "shape": {"reshape", "transpose"},
     "normalization": {"softmax", "log_softmax", "logsumexp", "layer_norm", "batch_norm"},
@@ -154,6 +157,9 @@ NUMPY = {"add": ("add",), "subtract": ("subtract",), "multiply": ("multiply",), 
          "sqrt": ("sqrt",), "matmul": ("matmul",), "dot": ("vecdot",),
          "einsum": ("einsum",), "kron": ("kron",), "trace": ("trace",), "diagonal": ("diagonal",),
          "inv": ("linalg.inv",), "det": ("linalg.det",), "solve": ("linalg.solve",), "norm": ("linalg.norm",)}
+_UNARY_UFUNCS = ("sign cbrt reciprocal expm1 exp2 log1p log2 log10 sin cos tan arcsin arccos arctan sinh cosh "
+                 "arcsinh arccosh arctanh").split()
+NUMPY.update({n: (n,) for n in _UNARY_UFUNCS + ["arctan2", "logaddexp", "hypot"]})
 
 
 def test_every_op_has_a_family_module_and_a_formula():
@@ -192,6 +198,10 @@ NUMPY_CASES = {
     "solve": [((3, 3), (3,)), ((2, 3, 3), (3,)), ((2, 3, 3), (2, 3, 2)), ((3, 3), (4, 3, 1))],
     "norm": [((3,),), ((2, 3),), ((2, 3, 4),)],
 }
+NUMPY_CASES.update({n: [((2, 3),), ((),)] for n in _UNARY_UFUNCS})
+NUMPY_CASES.update({n: [((2, 3), (3,)), ((1, 3), (2, 1))] for n in ("arctan2", "logaddexp", "hypot")})
+RANGES = {"arcsin": (-0.9, 0.9), "arccos": (-0.9, 0.9), "arctanh": (-0.9, 0.9), "tan": (-1.0, 1.0),
+          "arccosh": (1.5, 3.0)}   # default (0.5, 2.0)
 
 # the subscripts numpy's einsum takes first, before the operands
 NUMPY_LEADING = {"einsum": [("ij,jk->ik", (2, 3), (3, 4)), ("...ii->...i", (2, 3, 3)), ("i,i", (3,), (3,))]}
@@ -204,7 +214,7 @@ def test_numpy_names_have_the_same_values(name):
     rng = np.random.default_rng(7)
     for case in NUMPY_CASES.get(name, NUMPY_LEADING.get(name)):
         lead, shapes = (case[:1], case[1:]) if name in NUMPY_LEADING else ((), case)
-        args = [*lead, *(rng.uniform(0.5, 2.0, size=s) for s in shapes)]   # inside every op's domain
+        args = [*lead, *(rng.uniform(*RANGES.get(name, (0.5, 2.0)), size=s) for s in shapes)]   # inside every op's domain
         value, _ = op(*args, batch=False)
         for np_name in op.numpy:
             ref = functools.reduce(getattr, np_name.split("."), np)(*args)

@@ -47,6 +47,14 @@ def Away(*shape):
     return Arg(shape, "away")
 
 
+def Unit(*shape):        # inside (-1, 1), away from the ends (arcsin, arctanh, tan)
+    return Arg(shape, "unit")
+
+
+def Above1(*shape):      # greater than 1 (arccosh)
+    return Arg(shape, "above1")
+
+
 def Prob(*shape):
     return Arg(shape, "prob")
 
@@ -113,9 +121,6 @@ SPECS: list[Spec] = [
     S("dot", [N(4), N(4)], [(4,), (4,)], [(4,), (4,)]),
     S("dot", [N(2, 1, 3), N(2, 3)], [(2, 2, 1, 3), (2, 2, 2, 3)], [(2, 2, 2, 1, 3), (2, 2, 2, 3)]),
 
-    S("negative", [N(3, 4)], [(3, 4, 4)], [(3, 4, 3, 4)]),
-    S("negative", [N(2, 3, 2)], [(2, 3, 2, 3, 2)], [(2, 3, 2, 2, 3, 2)]),
-    S("negative", [N(4)], [(4,)], [(4, 4)]),
 
     # sum / mean: the batch axis counts as axis 0, as in numpy
     *[s for op in ("sum", "mean") for s in [
@@ -188,7 +193,7 @@ SPECS: list[Spec] = [
 ]
 
 # binary elementwise ops with numpy broadcasting (Yeh sections 6 and 7): one row per shape case
-for _op in ("add", "subtract", "multiply", "divide"):
+for _op in ("add", "subtract", "multiply", "divide", "arctan2", "logaddexp", "hypot"):
     _b = Away if _op == "divide" else N       # keep divisors away from zero
     SPECS += [
         S(_op, [N(3, 4), _b(3, 4)], [(3, 4, 4), (3, 4, 4)], [(3, 4, 3, 4), (3, 4, 3, 4)]),
@@ -209,6 +214,13 @@ ELEMENTWISE = [
     ("softplus", N, {}), ("square", N, {}), ("sqrt", Pos, {}),
     ("power", Pos, {"p": 2}), ("power", Pos, {"p": 3}), ("power", Pos, {"p": 0.5}), ("power", Pos, {"p": -1.5}),
     ("power", N, {"p": 3}),                   # a non-negative integer power allows any sign
+    ("power", N, {"p": 0}), ("power", Pos, {"p": 1}),
+    ("negative", N, {}), ("sign", Away, {}), ("cbrt", Away, {}), ("reciprocal", Away, {}),
+    ("expm1", N, {}), ("exp2", N, {}), ("log1p", Pos, {}), ("log2", Pos, {}), ("log10", Pos, {}),
+    ("sin", N, {}), ("cos", N, {}), ("tan", Unit, {}), ("arcsin", Unit, {}), ("arccos", Unit, {}),
+    ("arctan", N, {}), ("sinh", N, {}), ("cosh", N, {}), ("arcsinh", N, {}), ("arccosh", Above1, {}),
+    ("arctanh", Unit, {}), ("erf", N, {}), ("erfc", N, {}), ("log_sigmoid", N, {}), ("silu", N, {}),
+    ("swish", N, {}), ("gelu", N, {}), ("gelu", N, {"approximate": "tanh"}),
 ]
 for _op, _kind, _params in ELEMENTWISE:
     SPECS += [
@@ -287,6 +299,10 @@ def make_args(spec: Spec, dtype=np.float64) -> list:
             v = rng.uniform(0.5, 2.0, size=a.shape)
         elif a.kind == "away":   # no kinks nearby (relu at 0), no zero divisors
             v = rng.choice([-1.0, 1.0], size=a.shape) * rng.uniform(0.2, 1.5, size=a.shape)
+        elif a.kind == "unit":
+            v = rng.uniform(-0.8, 0.8, size=a.shape)
+        elif a.kind == "above1":
+            v = rng.uniform(1.2, 3.0, size=a.shape)
         elif a.kind == "prob":
             e = rng.uniform(0.2, 1.0, size=a.shape)
             v = e / e.sum(axis=-1, keepdims=True)

@@ -30,8 +30,11 @@ line) and ``numpy`` (the numpy functions that have exactly its meaning):
 
 * ``linalg``: linear, matmul, dot, outer, kron, trace, diagonal, inv, det, slogdet, solve, cholesky, norm
 * ``contractions``: einsum (numpy's subscripts; the Jacobian w.r.t. each operand is an einsum with deltas)
-* ``elementwise``: add, subtract, multiply, divide, negative, exp, log, sigmoid, tanh, relu,
-  leaky_relu, softplus, square, sqrt, power
+* ``elementwise`` (one row each: f, f', f''; see :mod:`jacobians.ops.elementwise`):
+  add, subtract, multiply, divide, arctan2, logaddexp, hypot (numpy broadcasting); negative, sign,
+  square, sqrt, cbrt, reciprocal, power, exp, expm1, exp2, log, log1p, log2, log10, sin, cos, tan,
+  arcsin, arccos, arctan, sinh, cosh, tanh, arcsinh, arccosh, arctanh, erf, erfc, sigmoid,
+  log_sigmoid, softplus, silu (also swish), gelu, relu, leaky_relu
 * ``reductions``: sum, mean
 * ``shape``: reshape, transpose
 * ``normalization``: softmax, log_softmax, logsumexp, layer_norm, batch_norm
@@ -43,8 +46,10 @@ from ._registry import OPS, Op, get
 from .linalg import (cholesky, det, diagonal, dot, inv, kron, linear, matmul, norm, outer, slogdet, solve,
                      trace)
 from .contractions import einsum
-from .elementwise import (add, divide, exp, leaky_relu, log, multiply, negative, power, relu, sigmoid,
-                          softplus, sqrt, square, subtract, tanh)
+from .elementwise import (add, arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, cbrt, cos, cosh,
+                          divide, erf, erfc, exp, exp2, expm1, gelu, hypot, leaky_relu, log, log1p, log2, log10,
+                          log_sigmoid, logaddexp, multiply, negative, power, reciprocal, relu, sigmoid, sign,
+                          silu, sin, sinh, softplus, sqrt, square, subtract, swish, tan, tanh)
 from .reductions import mean, sum
 from .shape import reshape, transpose
 from .normalization import batch_norm, layer_norm, log_softmax, logsumexp, softmax

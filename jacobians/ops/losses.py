@@ -54,6 +54,9 @@ def softmax_cross_entropy(logits, target):
     """
     _need("softmax_cross_entropy", "logits", logits, 1, "the class axis", nonempty=True)
     C = logits.shape[-1]
+    if target is None:
+        fail("softmax_cross_entropy", "argument target is required: integer class labels (...) or target "
+                                      "probabilities (..., C); got None", TypeError)
     if np.issubdtype(target.dtype, np.integer):
         if target.shape != logits.shape[:-1]:
             fail("softmax_cross_entropy", f"integer labels must have shape {logits.shape[:-1]} "
