@@ -35,12 +35,17 @@ CACHE_SIZE = 32  # plans kept per JacobianFunction (least recently used dropped 
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
-class JacobianFunction:
-    """``jacobian(f, wrt, batched=..., order=...)``: call it like ``f`` to get explicit Jacobians."""
+class Transform:
+    """What every transform of a traced function shares: ``wrt`` and ``batched`` resolved to
+    argument names, the call bound, ``wrt`` checked as float arrays, the function traced.
 
-    def __init__(self, f: Callable, wrt, batched, order) -> None:
+    ``what`` names the transform in errors (``jacobian``, ``hessian``, ``jvp``, ...)."""
+
+    what = "jacobian"
+
+    def __init__(self, f: Callable, wrt, batched) -> None:
         if not callable(f):
-            raise TypeError(f"jacobian: f must be a function; got {type(f).__name__}")
+            raise TypeError(f"{self.what}: f must be a function; got {type(f).__name__}")
         self.f = f
         self.signature = inspect.signature(f)
         self._params = self.signature.parameters
@@ -50,19 +55,15 @@ class JacobianFunction:
         elif isinstance(wrt, (tuple, list)):
             wrt_list = list(wrt)
         else:
-            raise TypeError(f"jacobian: wrt must name an argument of {self._fname()} (a name or a position) "
+            raise TypeError(f"{self.what}: wrt must name an argument of {self._fname()} (a name or a position) "
                             f"or a tuple of them; got {wrt!r} ({type(wrt).__name__})")
         if not wrt_list:
-            raise ValueError("jacobian: wrt names no argument")
+            raise ValueError(f"{self.what}: wrt names no argument")
         self.wrt = [self._name(w, "wrt") for w in wrt_list]
         self.batched = None if batched is None else self._name(batched, "batched")
-        resolve_order(order)  # fail early on unknown names
-        self.order = order
         # a function of plain parameters called positionally skips inspect's binding (per-call cost)
         self._plain = tuple(self._params) if all(
             p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in self._params.values()) else None
-        self._cache: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
 
     def _fname(self) -> str:
         return f"{getattr(self.f, '__name__', 'f')}{self.signature}"
@@ -71,18 +72,47 @@ class JacobianFunction:
         params = list(self._params)
         if isinstance(w, int) and not isinstance(w, bool):
             if not -len(params) <= w < len(params):
-                raise ValueError(f"jacobian: {what}={w} is out of range for {self._fname()}")
+                raise ValueError(f"{self.what}: {what}={w} is out of range for {self._fname()}")
             w = params[w]
         elif not isinstance(w, str):
-            raise TypeError(f"jacobian: {what} must be an argument name or position; got {w!r} "
+            raise TypeError(f"{self.what}: {what} must be an argument name or position; got {w!r} "
                             f"({type(w).__name__}) for {self._fname()}")
         elif w not in params:
-            raise ValueError(f"jacobian: {what}={w!r} is not an argument of {self._fname()}")
+            raise ValueError(f"{self.what}: {what}={w!r} is not an argument of {self._fname()}")
         if self._params[w].kind in _VARIADIC:
             star = "*" if self._params[w].kind is inspect.Parameter.VAR_POSITIONAL else "**"
-            raise ValueError(f"jacobian: {what}={w!r} is {self._fname()}'s {star}{w}; the argument to "
+            raise ValueError(f"{self.what}: {what}={w!r} is {self._fname()}'s {star}{w}; the argument to "
                              f"differentiate must be a named parameter")
         return w
+
+    def _trace(self, args, kwargs) -> Graph:
+        """Bind the call, check ``wrt`` and ``batched``, and trace ``f`` on it (a fresh graph)."""
+        if self._plain is not None and not kwargs and len(args) == len(self._plain):
+            bound = arguments = dict(zip(self._plain, args))
+        else:
+            bound = self.signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+        # array arguments are traced (numpy scalars are constants, like Python numbers)
+        inputs = [k for k, v in arguments.items() if type(v) is np.ndarray or isinstance(v, np.ndarray)]
+        for name in self.wrt:
+            arguments[name] = as_float_array(self.what, name, arguments[name])
+            if name not in inputs:
+                inputs.append(name)
+        if self.batched is not None and np.ndim(arguments[self.batched]) == 0:
+            raise ValueError(f"{self.what}: batched={self.batched!r} needs a leading batch axis; got a scalar")
+        return trace(self.f, bound, inputs)
+
+
+class JacobianFunction(Transform):
+    """``jacobian(f, wrt, batched=..., order=...)``: call it like ``f`` to get explicit Jacobians."""
+
+    def __init__(self, f: Callable, wrt, batched, order) -> None:
+        super().__init__(f, wrt, batched)
+        resolve_order(order)  # fail early on unknown names
+        self.order = order
+        self._cache: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
 
     def __call__(self, *args, **kwargs):
         graph, plan, factors = self._trace_and_plan(args, kwargs)
@@ -99,21 +129,7 @@ class JacobianFunction:
         return graph, plan
 
     def _trace_and_plan(self, args, kwargs) -> tuple[Graph, Plan, dict | None]:
-        if self._plain is not None and not kwargs and len(args) == len(self._plain):
-            bound = arguments = dict(zip(self._plain, args))
-        else:
-            bound = self.signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            arguments = bound.arguments
-        # array arguments are traced (numpy scalars are constants, like Python numbers)
-        inputs = [k for k, v in arguments.items() if type(v) is np.ndarray or isinstance(v, np.ndarray)]
-        for name in self.wrt:
-            arguments[name] = as_float_array("jacobian", name, arguments[name])
-            if name not in inputs:
-                inputs.append(name)
-        if self.batched is not None and np.ndim(arguments[self.batched]) == 0:
-            raise ValueError(f"jacobian: batched={self.batched!r} needs a leading batch axis; got a scalar")
-        graph = trace(self.f, bound, inputs)
+        graph = self._trace(args, kwargs)
         key = graph.signature
         if key is not None:
             key = (memory_limit(), key)   # sizes are checked and slices chosen against the limit
