@@ -1,4 +1,5 @@
-"""The public transforms: ``jacobian`` and :class:`JacobianFunction`, with their plan cache.
+"""The public transforms: ``jacobian`` and :class:`JacobianFunction`, with their plan cache;
+``hessian``, ``jvp``, ``vjp`` and ``hvp`` beside it, sharing its argument handling (:class:`Transform`).
 
 Every call runs the Python function again under the tracer (a fresh graph that
 holds that call's values); only the contraction plan, which depends on shapes
@@ -20,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import hessians, products
 from .errors import as_float_array
 from .execute import execute
 from .graph import Graph, trace
@@ -28,7 +30,8 @@ from .network import resolve_order
 from .plan import Plan
 from .planner import make_plan
 
-__all__ = ["jacobian", "JacobianFunction", "CACHE_SIZE"]
+__all__ = ["jacobian", "JacobianFunction", "hessian", "HessianFunction", "jvp", "vjp", "hvp", "ProductFunction",
+           "CACHE_SIZE"]
 
 CACHE_SIZE = 32  # plans kept per JacobianFunction (least recently used dropped first)
 
@@ -170,3 +173,109 @@ def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal") -> JacobianFu
     (4, 2, 3)
     """
     return JacobianFunction(f, wrt, batched, order)
+
+
+class HessianFunction(Transform):
+    """``hessian(f, wrt, batched=...)``: call it like ``f`` to get explicit Hessians."""
+
+    what = "hessian"
+
+    def __call__(self, *args, **kwargs):
+        graph = self._trace(args, kwargs)
+        blocks = hessians.hessian(graph, self.wrt, self.batched)
+        return blocks[self.wrt[0], self.wrt[0]] if self.single else blocks
+
+
+class ProductFunction(Transform):
+    """``jvp``/``vjp``/``hvp`` of ``f``: call it like ``f`` plus ``tangent=`` (``cotangent=`` for vjp)."""
+
+    def __init__(self, f: Callable, wrt, batched, what: str) -> None:
+        self.what = what
+        super().__init__(f, wrt, batched)
+        self.key = "cotangent" if what == "vjp" else "tangent"
+
+    def __call__(self, *args, **kwargs):
+        if self.key not in kwargs:
+            raise TypeError(f"{self.what}: pass the {self.key} as {self.key}=... (an array shaped like "
+                            + ("the output" if self.what == "vjp" else "wrt, or a dict of them by name") + ")")
+        vector = kwargs.pop(self.key)
+        graph = self._trace(args, kwargs)
+        y = products.output_value(graph)
+        if self.what == "vjp":
+            u = self._check(vector, y.shape, "the output")
+            out = products.vjp(graph, self.wrt, u)
+            return y, (out[self.wrt[0]] if self.single else out)
+        if self.single:
+            vector = {self.wrt[0]: vector}
+        elif not isinstance(vector, dict) or set(vector) != set(self.wrt):
+            got = sorted(vector) if isinstance(vector, dict) else type(vector).__name__
+            raise TypeError(f"{self.what}: with several wrt the tangent is a dict with one array per name "
+                            f"{self.wrt}; got {got}")
+        tangents = {w: self._check(vector[w], graph.nodes[graph.inputs[w]].value.shape, w) for w in self.wrt}
+        if self.what == "jvp":
+            return y, products.jvp(graph, tangents)
+        if y.ndim != 0:
+            raise ValueError(f"hvp: f must return a scalar (its Hessian-vector product); got shape {y.shape}")
+        out = products.hvp(graph, tangents)
+        return y, (out[self.wrt[0]] if self.single else out)
+
+    def _check(self, v, shape, name) -> np.ndarray:
+        v = as_float_array(self.what, f"{self.key} for {name}", v)
+        if v.shape != tuple(shape):
+            raise ValueError(f"{self.what}: {self.key} for {name}: expected shape {tuple(shape)}, got {v.shape}")
+        return v
+
+
+def hessian(f: Callable, wrt=0, *, batched=None) -> HessianFunction:
+    """Hessians of ``f`` as explicit tensors: shape ``out + in + in`` (``wrt`` a tuple: a dict of
+    every block ``{(p, q): out + in_p + in_q}``).
+
+    With ``batched`` the Hessian w.r.t. that argument is per sample, ``(B, *out, *in, *in)``, when
+    samples are independent (the batch is one symbolic delta, never ``(B, .., B, ..)`` zeros).
+    Computed by forward propagation of factored first and second derivatives
+    (:mod:`jacobians.hessians`): the Hessian of ``x^T A x`` is ``A + A^T``, written once.
+
+    >>> import numpy as np, jacobians as jac
+    >>> A = np.arange(4.0).reshape(2, 2)
+    >>> jac.hessian(lambda x: jac.fn.dot(x, A @ x))(np.ones(2))
+    array([[0., 3.],
+           [3., 6.]])
+    """
+    return HessianFunction(f, wrt, batched)
+
+
+def jvp(f: Callable, wrt=0, *, batched=None) -> ProductFunction:
+    """``y, J v = jvp(f, wrt)(*args, tangent=v)``: one forward sweep, J never formed.
+
+    ``tangent`` has the shape of ``wrt`` (several wrt: a dict by name; J v sums them).  ``batched``
+    is accepted for symmetry with :func:`jacobian`; the batch is simply an axis of the tangent.
+
+    >>> import numpy as np, jacobians as jac
+    >>> jac.jvp(lambda x: jac.fn.tanh(x))(np.zeros(2), tangent=np.ones(2))
+    (array([0., 0.]), array([1., 1.]))
+    """
+    return ProductFunction(f, wrt, batched, "jvp")
+
+
+def vjp(f: Callable, wrt=0, *, batched=None) -> ProductFunction:
+    """``y, u^T J = vjp(f, wrt)(*args, cotangent=u)``: one reverse sweep, J never formed.
+
+    ``cotangent`` has the output's shape; the result has the shape of ``wrt`` (several: a dict).
+
+    >>> import numpy as np, jacobians as jac
+    >>> jac.vjp(lambda x: x.sum())(np.arange(3.0), cotangent=np.array(2.0))[1]
+    array([2., 2., 2.])
+    """
+    return ProductFunction(f, wrt, batched, "vjp")
+
+
+def hvp(f: Callable, wrt=0, *, batched=None) -> ProductFunction:
+    """``y, H v = hvp(f, wrt)(*args, tangent=v)`` for a scalar ``f``: forward-over-reverse, H never formed.
+
+    Several wrt: ``tangent`` and the result are dicts, ``(H v)_p = sum_q H_pq v_q``.
+
+    >>> import numpy as np, jacobians as jac
+    >>> jac.hvp(lambda x: jac.fn.sum(x ** 3))(np.ones(2), tangent=np.array([1.0, 0.0]))[1]
+    array([6., 0.])
+    """
+    return ProductFunction(f, wrt, batched, "hvp")
