@@ -142,15 +142,30 @@ def _multilinear(*names: str, positional: bool = False) -> Rule:
                 f = f or site.builders[k]()
                 idx = (present.index(l) - (l > k)) if positional else \
                     next((j for j, (_, arr) in enumerate(f.operands) if arr is site.arrays[op.arrays[l]]), None)
-                if idx is None or f.operands[idx][1] is not site.arrays[op.arrays[l]]:
+                arg = site.arrays[op.arrays[l]]
+                sub = None if idx is None else _as_argument(f.operands[idx], arg, f)
+                if sub is None:
                     raise NotImplementedError(f"{op.name}: no second-order rule for this call (the Jacobian "
                                               f"w.r.t. {op.arrays[k]} does not hold {op.arrays[l]} as it is)")
-                sub = f.operands[idx][0]
                 rest = f.operands[:idx] + f.operands[idx + 1:]
-                sizes = {**f.sizes, **dict(zip(sub, site.arrays[op.arrays[l]].shape))}
+                sizes = {**f.sizes, **dict(zip(sub, arg.shape))}
                 rules[k, l] = [_term((f.out, f.inp, sub), rest, sizes)]
         return rules
     return rule
+
+
+def _as_argument(operand, arg: np.ndarray, f) -> str | None:
+    """The labels of ``arg`` in a Jacobian's operand that holds it: the operand's own labels, with a
+    fresh label for each size-1 axis squeezed out of it (an einsum broadcast); None if it is not ``arg``."""
+    sub, arr = operand
+    if arr is arg:
+        return sub
+    ones = [k for k, n in enumerate(arg.shape) if n == 1]
+    if (arr.shape != tuple(n for n in arg.shape if n != 1) or len(sub) != arg.ndim - len(ones)
+            or not np.shares_memory(arr, arg)):
+        return None
+    new, it = fresh(f.out + f.inp + "".join(s for s, _ in f.operands)), iter(sub)
+    return "".join(next(new) if n == 1 else next(it) for n in arg.shape)
 
 
 # ---------------------------------------------------------------- closed forms

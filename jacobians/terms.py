@@ -73,14 +73,14 @@ def link(outer: Term, g: int, inner: Term) -> Term:
     if tuple(outer.sizes[l] for l in A) != tuple(inner.sizes[l] for l in A2):
         raise AssertionError(f"link: shapes {outer.shape(g)} and {inner.shape(0)} differ")
     m = dict(zip(A2, A))
-    new = fresh(outer.labels() | inner.labels())
+    new = fresh(outer.labels() | set(outer.sizes) | inner.labels())
     for l in sorted(inner.labels()):
         if l not in m:
             m[l] = next(new)
     rename = lambda s: "".join(m[l] for l in s)
     groups = outer.groups[:g] + tuple(rename(s) for s in inner.groups[1:]) + outer.groups[g + 1:]
     operands = outer.operands + tuple((rename(s), a) for s, a in inner.operands)
-    sizes = {**outer.sizes, **{m[l]: n for l, n in inner.sizes.items()}}
+    sizes = {**outer.sizes, **{m[l]: n for l, n in inner.sizes.items() if l in m}}
     live, carried = set("".join(groups)), set("".join(s for s, _ in operands))
     scale = math.prod(sizes[l] for l in A if l not in live and l not in carried)
     if scale != 1:
