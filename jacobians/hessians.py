@@ -69,7 +69,7 @@ def hessian(graph: Graph, wrt: list[str], batched: str | None) -> dict[tuple[str
         forms = {k: from_factored(node.builders[k]()) for k, _ in links}
         Jy, Hy = defaultdict(list), defaultdict(list)
         for k, a in links:
-            for p, terms in J[a].items():
+            for p, terms in J[a].items() if i != graph.output else ():   # the output's J is not needed
                 Jy[p] += [compact(link(forms[k], 1, t)) for t in terms]
             for pq, terms in H[a].items():
                 Hy[pq] += [compact(link(forms[k], 1, t)) for t in terms]
@@ -100,8 +100,10 @@ def _dense(terms: list[Term], out_shape: tuple, graph: Graph, pq: tuple[str, str
     shape = tuple(out_shape) + sum((s[1:] if c else s for s, c in zip(shapes, collapse)), ())
     what = f"hessian: the Hessian w.r.t. ({pq[0]}, {pq[1]})"
     check_bytes(math.prod(shape) * np.dtype(dtype).itemsize, what, shape)
-    target = np.zeros(shape, dtype=dtype)
-    for t in terms:
-        axes = list(t.groups[0]) + [l for g, c in zip(t.groups[1:], collapse) for l in (g[1:] if c else g)]
-        accumulate(target, t, axes)
+    axes = [list(t.groups[0]) + [l for g, c in zip(t.groups[1:], collapse) for l in (g[1:] if c else g)]
+            for t in terms]
+    first = bool(terms) and len(set(axes[0])) == len(shape)     # no delta: the first term covers every entry
+    target = (np.empty if first else np.zeros)(shape, dtype=dtype)
+    for k, (t, a) in enumerate(zip(terms, axes)):
+        accumulate(target, t, a, assign=first and k == 0)
     return target

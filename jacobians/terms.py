@@ -95,21 +95,38 @@ def _live(term: Term) -> str:
 
 
 def compact(term: Term, force: bool = False) -> Term:
-    """The operands contracted into one array over the live labels, when that array is no larger
-    than the operands together (or ``force``); otherwise the term as it is (lazy)."""
+    """The operands contracted into one array over the live labels when that array is smaller than
+    the largest operand (or, past three operands, no larger than all of them; or ``force``).
+
+    Otherwise the term stays lazy, with the operands other than the largest folded into one
+    where that is no larger than the largest (``f''[n] s[n] t[n]`` becomes one vector beside
+    ``X[n,d]``): a later reduction then contracts the large operand once, in one GEMM."""
     ops = term.operands
     if not ops:
         return term
     out = _live(term)
     if len(ops) == 1 and ops[0][0] == out:
         return term
+    sizes = [np.size(a) for _, a in ops]
     size = math.prod(term.sizes[l] for l in out)
-    if not force and size > sum(np.size(a) for _, a in ops):
-        return term
+    if force or size < max(sizes) or (len(ops) > 3 and size <= sum(sizes)):
+        return Term(term.groups, ((out, _contract(term, ops, out)),), term.sizes)
+    if len(ops) >= 3:
+        k = int(np.argmax(sizes))
+        rest = ops[:k] + ops[k + 1:]
+        keep = set("".join(term.groups)) | set(ops[k][0])
+        folded = "".join(l for l in dict.fromkeys("".join(s for s, _ in rest)) if l in keep)
+        if math.prod(term.sizes[l] for l in folded) <= sizes[k]:
+            return Term(term.groups, (ops[k], (folded, _contract(term, rest, folded))), term.sizes)
+    return term
+
+
+def _contract(term: Term, ops, out: str) -> np.ndarray:
     dtype = term.dtype
-    check_bytes(size * dtype.itemsize, "hessian: an intermediate term", tuple(term.sizes[l] for l in out))
+    check_bytes(math.prod(term.sizes[l] for l in out) * dtype.itemsize, "hessian: an intermediate term",
+                tuple(term.sizes[l] for l in out))
     arr = oe.contract(",".join(s for s, _ in ops) + "->" + out, *[a for _, a in ops])
-    return Term(term.groups, ((out, np.asarray(arr, dtype=dtype)),), term.sizes)
+    return np.asarray(arr, dtype=dtype)
 
 
 def contract_groups(term: Term, given: dict[int, np.ndarray], keep: int) -> np.ndarray:
@@ -126,8 +143,9 @@ def contract_groups(term: Term, given: dict[int, np.ndarray], keep: int) -> np.n
     return np.asarray(oe.contract(",".join(subs) + "->" + out, *arrays))
 
 
-def accumulate(target: np.ndarray, term: Term, axes: list[str]) -> None:
-    """``target += term`` where ``axes`` gives, per axis of ``target``, the label it holds.
+def accumulate(target: np.ndarray, term: Term, axes: list[str], assign: bool = False) -> None:
+    """``target += term`` (``assign``: ``target[...] = term``, for a term with no delta, which covers
+    every entry) where ``axes`` gives, per axis of ``target``, the label it holds.
 
     A label on several axes of ``target`` (a delta) is written on their diagonal through a
     strided view; a label ``axes`` leaves out must be one tied to another that it names (the
@@ -142,8 +160,15 @@ def accumulate(target: np.ndarray, term: Term, axes: list[str]) -> None:
         np.lib.stride_tricks.as_strided(target, shape, strides, writeable=True)
     ops = term.operands
     if not ops:
-        view += 1
+        if assign:
+            view[...] = 1
+        else:
+            view += 1
         return
     carried = "".join(l for l in unique if any(l in s for s, _ in ops))
     arr = np.asarray(oe.contract(",".join(s for s, _ in ops) + "->" + carried, *[a for _, a in ops]))
-    view += arr.reshape([term.sizes[l] if l in carried else 1 for l in unique])
+    arr = arr.reshape([term.sizes[l] if l in carried else 1 for l in unique])
+    if assign:
+        view[...] = arr
+    else:
+        view += arr
