@@ -26,28 +26,35 @@ import numpy as np
 
 from .graph import Graph
 from .labels import lead
-from .limits import check_bytes
+from .limits import JacobianTooLarge, check_bytes
 from .products import active, output_value, site
 from .second import second_order
-from .terms import Term, accumulate, compact, from_factored, identity, link
+from .terms import Term, accumulate, canonical, compact, from_factored, identity, link
 
 __all__ = ["hessian"]
 
 
+MERGE_AT = 3   # a list of more terms than this is written as one array per delta pattern
+
+
 def _merge(terms: list[Term]) -> list[Term]:
-    """Compacted terms of one structure (same groups, same operand labels) added into one."""
-    out, seen = [], {}
-    for t in terms:
-        key = (t.groups, tuple(s for s, _ in t.operands)) if len(t.operands) == 1 else None
-        if key is not None and key in seen:
-            j = seen[key]
-            s, a = out[j].operands[0]
-            out[j] = Term(t.groups, ((s, a + t.operands[0][1]),), t.sizes)
+    """Terms of one delta pattern added into one array once the list grows past ``MERGE_AT``
+    (paths that meet: skip connections would otherwise double the terms at every block).
+    A pattern whose array would pass the memory limit stays a list of lazy terms."""
+    if len(terms) <= MERGE_AT:
+        return terms
+    try:
+        flat = [canonical(t) for t in terms]
+    except JacobianTooLarge:
+        return terms
+    out: dict = {}
+    for t in flat:
+        if t.groups in out:
+            s, a = out[t.groups].operands[0]
+            out[t.groups] = Term(t.groups, ((s, a + t.operands[0][1]),), t.sizes)
         else:
-            if key is not None:
-                seen[key] = len(out)
-            out.append(t)
-    return out
+            out[t.groups] = t
+    return list(out.values())
 
 
 def hessian(graph: Graph, wrt: list[str], batched: str | None) -> dict[tuple[str, str], np.ndarray]:

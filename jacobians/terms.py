@@ -28,10 +28,10 @@ import numpy as np
 import opt_einsum as oe
 
 from .factored import Factored
-from .labels import fresh
+from .labels import core, fresh
 from .limits import check_bytes
 
-__all__ = ["Term", "from_factored", "identity", "link", "compact", "contract_groups", "accumulate"]
+__all__ = ["Term", "from_factored", "identity", "link", "compact", "canonical", "contract_groups", "accumulate"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,24 @@ def _contract(term: Term, ops, out: str) -> np.ndarray:
                 tuple(term.sizes[l] for l in out))
     arr = oe.contract(",".join(s for s, _ in ops) + "->" + out, *[a for _, a in ops])
     return np.asarray(arr, dtype=dtype)
+
+
+def canonical(term: Term) -> Term:
+    """The term as one array over all its group labels (ones written out), relabeled in order of
+    first appearance: two terms with one delta pattern then have equal groups and add as arrays."""
+    order = "".join(dict.fromkeys("".join(term.groups)))
+    names = dict(zip(order, core(len(order))))
+    shape = tuple(term.sizes[l] for l in order)
+    dtype = term.dtype
+    check_bytes(math.prod(shape) * dtype.itemsize, "hessian: an intermediate term", shape)
+    ops = list(term.operands)
+    missing = "".join(l for l in order if not any(l in s for s, _ in ops))
+    if missing:
+        ops.append((missing, np.ones([term.sizes[l] for l in missing], dtype=dtype)))
+    arr = np.asarray(oe.contract(",".join(s for s, _ in ops) + "->" + order, *[a for _, a in ops]), dtype=dtype)
+    rename = lambda s: "".join(names[l] for l in s)
+    return Term(tuple(rename(g) for g in term.groups), ((rename(order), arr),),
+                {names[l]: n for l, n in term.sizes.items() if l in names})
 
 
 def contract_groups(term: Term, given: dict[int, np.ndarray], keep: int) -> np.ndarray:

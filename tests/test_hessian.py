@@ -326,3 +326,17 @@ def test_hessian_is_sized_before_allocating():
 def test_errors_name_the_transform():
     with pytest.raises(ValueError, match="^hessian: wrt='z' is not an argument"):
         jac.hessian(lambda x: x, wrt="z")
+
+
+def test_deep_residual_network_terms_are_merged():
+    """Eight residual blocks: the paths double at every block; terms of one delta pattern are added
+    into one array, so the Hessian stays cheap, and equals differences of the Jacobian."""
+    Ws = [rng.normal(size=(3, 3)) * 0.4 for _ in range(8)]
+
+    def res(x):
+        h = x
+        for W in Ws:
+            h = h + jac.fn.tanh(h @ W.T)
+        return jac.fn.sum(h * h, axis=-1)
+    (r,) = check_hessian(res, rng.normal(size=(2, 3)), wrt="x", batched="x")
+    assert r.shape == (2, 3, 3) and r.max_rel_error < 1e-6
