@@ -2,7 +2,7 @@
 
 from . import ops
 from .plan import Plan
-from .transforms import jacobian, JacobianFunction
+from .transforms import jacobian, JacobianFunction, hessian, jvp, vjp, hvp
 from .graph import fn
 from .comparison import compare, Report
 from .explain import explain
@@ -10,4 +10,4 @@ from .factored import Factored
 from .limits import JacobianTooLarge, memory_limit, set_memory_limit
 
 __version__ = "0.1.0"
-__all__ = ["ops", "fn", "jacobian", "compare", "Report", "explain", "JacobianFunction", "Plan", "Factored", "JacobianTooLarge", "memory_limit", "set_memory_limit"]
+__all__ = ["ops", "fn", "jacobian", "hessian", "jvp", "vjp", "hvp", "compare", "Report", "explain", "JacobianFunction", "Plan", "Factored", "JacobianTooLarge", "memory_limit", "set_memory_limit"]

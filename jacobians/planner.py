@@ -185,7 +185,7 @@ class _Planner:
         """Reverse: contract ``pieces`` keeping the maps' output labels, then scatter-add each map."""
         read = set("".join(i for _, i in maps))
         need = "".join(dict.fromkeys([*top, *(l for l in bottom if l not in read), *"".join(o for o, _ in maps)]))
-        if any(t for p, _, _ in pieces for t, _ in p):
+        if any(p for p, _, _ in pieces):   # any operand, a 0-d one (avg-pool's 1/divisor) too
             labels, array = self._network(pieces, walked, need, label)
         else:
             array, labels = None, ""   # the identity and a link of maps alone: scatter ones

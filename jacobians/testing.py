@@ -9,6 +9,14 @@
 
 Small problems compare the whole tensor; larger ones compare ``J u`` with the
 directional difference along random directions ``u`` (which covers ``<v, J u>``).
+
+Second order (``check_jacobian(op, ..., order=2)``, or :func:`check_hessian` for any traced
+function): every Hessian block from :func:`jacobians.hessian` against central differences of the
+first-order Jacobian (as autograd's ``check_grads(order=2)`` differentiates its first derivative)::
+
+    >>> report = check_jacobian(jac.ops.tanh, x, order=2)
+    >>> report[0].max_abs_error < 1e-7
+    True
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import numpy as np
 
 from . import ops as _ops
 
-__all__ = ["check_jacobian", "check_row", "numerical_jacobian", "expand_batch", "CheckResult"]
+__all__ = ["check_jacobian", "check_hessian", "check_row", "numerical_jacobian", "expand_batch", "CheckResult"]
 
 
 @dataclass
@@ -74,15 +82,22 @@ def expand_batch(J: np.ndarray, out_ndim: int) -> np.ndarray:
 
 def check_jacobian(op: _ops.Op | str, *args, batch: bool = True, rtol: float = 1e-5, atol: float = 1e-7,
                    eps: float = 1e-6, full_limit: int = 40_000, directions: int = 4, seed: int = 0,
-                   **params) -> list[CheckResult]:
+                   order: int = 1, **params) -> list[CheckResult]:
     """Check every Jacobian of ``op`` at ``args`` against central differences (float64).
 
     Also checks the shape rule: each Jacobian is ``out.shape + arg.shape``, or the
     per-sample ``out.shape + arg.shape[1:]`` when ``batch`` and samples are independent.
     Raises ``AssertionError`` naming the op, the argument, the shapes, analytic vs numeric.
+
+    ``order=2`` checks every second derivative block instead (:func:`check_hessian` on the op;
+    with ``batch``, the per-sample Hessians w.r.t. the op's batched data argument).
     """
     op = _ops.get(op) if isinstance(op, str) else op
     args64 = [np.asarray(a, dtype=np.float64) if _is_float(a) else a for a in args]
+    if order == 2:
+        return _check_op_hessian(op, args64, params, batch, rtol, atol, eps)
+    if order != 1:
+        raise ValueError(f"check_jacobian: order must be 1 or 2; got {order!r}")
     value, jacs = op(*args64, batch=batch, **params)
     arrays, static = op.bind(args64, params)
     names = [n for n in op.diff_arrays if arrays.get(n) is not None]
@@ -186,3 +201,86 @@ def check_row(op: _ops.Op | str, *args, rtol: float = 1e-6, atol: float = 1e-6, 
         r = _compare(op.name, what, shape, "second derivative", analytic, numeric, rtol, atol, pts)
         worst = r if worst is None or r.max_abs_error > worst.max_abs_error else worst
     return worst
+
+
+def _check_op_hessian(op, args64, params, batch, rtol, atol, eps) -> list[CheckResult]:
+    import inspect
+    from .graph import fn
+    arrays, static = op.bind(args64, params)
+    names = [n for n in op.diff_arrays if arrays.get(n) is not None]
+    fixed = {n: a for n, a in arrays.items() if n not in names}
+    traced = getattr(fn, op.name)
+
+    def f(*values):
+        return traced(**fixed, **dict(zip(names, values)), **static)
+    f.__name__ = op.name
+    f.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                         for n in names])
+
+    def first(p, values):  # the op's own explicit Jacobian w.r.t. p, full (batch=False)
+        a = {**arrays, **dict(zip(names, values))}
+        return op(**{n: v for n, v in a.items() if v is not None}, batch=False, **static)[1][names.index(p)]
+    batched = next((n for n in op.data if n in names and arrays[n].ndim > op.core.get(n, 0)), None) \
+        if batch else None
+    return _check_hessian(f, [arrays[n] for n in names], tuple(names), batched, rtol, atol, eps, first)
+
+
+def check_hessian(f: Callable, *args, wrt=0, batched=None, rtol: float = 1e-5, atol: float = 1e-7,
+                  eps: float = 1e-6) -> list[CheckResult]:
+    """Check every Hessian block of ``f`` (a traced function) at ``args`` against central differences
+    of its first-order Jacobian (:func:`jacobians.jacobian`, float64), and the shapes ``out + in_p +
+    in_q`` (per sample for ``batched``).  Raises ``AssertionError`` naming the block, the shapes,
+    analytic vs numeric."""
+    from .transforms import jacobian
+    args = [np.asarray(a, dtype=np.float64) if _is_float(a) else a for a in args]
+    return _check_hessian(f, args, wrt, batched, rtol, atol, eps,
+                          lambda p, values: jacobian(f, wrt=p)(*values))
+
+
+def _check_hessian(f, args, wrt, batched, rtol, atol, eps, first) -> list[CheckResult]:
+    import inspect
+    from .transforms import hessian
+    single = not isinstance(wrt, (tuple, list))
+    H = hessian(f, wrt=wrt, batched=batched)(*args)
+    blocks = {(wrt, wrt): H} if single else H
+    fname = getattr(f, "__name__", "f")
+    position = {n: k for k, n in enumerate(inspect.signature(f).parameters)}
+    pos = lambda w: w if isinstance(w, int) else position[w]
+    y = np.asarray(f(*args))
+    results = []
+    for (p, q), analytic in blocks.items():
+        ip, iq = pos(p), pos(q)
+        xp, xq = args[ip], args[iq]
+        full = y.shape + xp.shape + xq.shape
+
+        def first_p(xq_value, iq=iq, p=p):
+            a = list(args)
+            a[iq] = xq_value
+            return first(p, a)
+        numeric = numerical_jacobian(first_p, xq, eps)
+        shape = analytic.shape
+        if shape != full:
+            per = [(w == batched and y.ndim > 0 and x.ndim > 0 and x.shape[0] == y.shape[0])
+                   for w, x in ((p, xp), (q, xq))]
+            want = y.shape + (xp.shape[1:] if per[0] else xp.shape) + (xq.shape[1:] if per[1] else xq.shape)
+            if shape != want:
+                raise AssertionError(f"{fname}: Hessian block ({p}, {q}) has shape {shape}; expected "
+                                     f"{full} or per-sample {want}")
+            analytic = _expand_hessian(analytic, y.ndim, xp.ndim, per)
+        results.append(_compare(fname, f"({p}, {q}) [Hessian]", shape, "full", analytic, numeric, rtol, atol, args))
+    return results
+
+
+def _expand_hessian(H: np.ndarray, out_ndim: int, p_ndim: int, per: list[bool]) -> np.ndarray:
+    """A per-sample Hessian block back to ``out + in_p + in_q`` (zeros off the sample diagonal)."""
+    B = H.shape[0]
+    O = H.shape[1:out_ndim]
+    P = H.shape[out_ndim:out_ndim + p_ndim - per[0]]
+    Q = H.shape[out_ndim + p_ndim - per[0]:]
+    shape = (B,) + O + ((B,) if per[0] else ()) + P + ((B,) if per[1] else ()) + Q
+    full = np.zeros(shape, dtype=H.dtype)
+    for b in range(B):
+        idx = (b,) + (slice(None),) * len(O) + ((b,) if per[0] else ()) + (slice(None),) * len(P) \
+            + ((b,) if per[1] else ())
+        full[idx] = H[b]
+    return full

@@ -1,4 +1,5 @@
-"""The public transforms: ``jacobian`` and :class:`JacobianFunction`, with their plan cache.
+"""The public transforms: ``jacobian`` and :class:`JacobianFunction`, with their plan cache;
+``hessian``, ``jvp``, ``vjp`` and ``hvp`` beside it, sharing its argument handling (:class:`Transform`).
 
 Every call runs the Python function again under the tracer (a fresh graph that
 holds that call's values); only the contraction plan, which depends on shapes
@@ -20,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import hessians, products
 from .errors import as_float_array
 from .execute import execute
 from .graph import Graph, trace, unflatten
@@ -28,22 +30,27 @@ from .network import resolve_order
 from .plan import Plan
 from .planner import make_plan
 
-__all__ = ["jacobian", "JacobianFunction", "CACHE_SIZE"]
+__all__ = ["jacobian", "JacobianFunction", "hessian", "HessianFunction", "jvp", "vjp", "hvp", "ProductFunction",
+           "CACHE_SIZE"]
 
 CACHE_SIZE = 32  # plans kept per JacobianFunction (least recently used dropped first)
 
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
-class JacobianFunction:
-    """``jacobian(f, wrt, batched=..., order=...)``: call it like ``f`` to get explicit Jacobians.
+class Transform:
+    """What every transform of a traced function shares: ``wrt`` and ``batched`` resolved to
+    argument names, the call bound, ``wrt`` checked as float arrays, the function traced.
 
-    ``batched`` is the name given (None, one name, or a tuple of names); ``batch_names`` is
-    always a tuple."""
+    ``what`` names the transform in errors (``jacobian``, ``hessian``, ``jvp``, ...)."""
 
-    def __init__(self, f: Callable, wrt, batched, order) -> None:
+    what = "jacobian"
+
+    several_batched = True   # whether batched may name several arguments (jacobian: yes)
+
+    def __init__(self, f: Callable, wrt, batched) -> None:
         if not callable(f):
-            raise TypeError(f"jacobian: f must be a function; got {type(f).__name__}")
+            raise TypeError(f"{self.what}: f must be a function; got {type(f).__name__}")
         self.f = f
         self.signature = inspect.signature(f)
         self._params = self.signature.parameters
@@ -53,10 +60,10 @@ class JacobianFunction:
         elif isinstance(wrt, (tuple, list)):
             wrt_list = list(wrt)
         else:
-            raise TypeError(f"jacobian: wrt must name an argument of {self._fname()} (a name or a position) "
+            raise TypeError(f"{self.what}: wrt must name an argument of {self._fname()} (a name or a position) "
                             f"or a tuple of them; got {wrt!r} ({type(wrt).__name__})")
         if not wrt_list:
-            raise ValueError("jacobian: wrt names no argument")
+            raise ValueError(f"{self.what}: wrt names no argument")
         self.wrt = [self._name(w, "wrt") for w in wrt_list]
         if batched is None or isinstance(batched, (str, int)):
             self.batched = None if batched is None else self._name(batched, "batched")
@@ -65,15 +72,14 @@ class JacobianFunction:
             self.batch_names = tuple(dict.fromkeys(self._name(b, "batched") for b in batched))
             self.batched = self.batch_names
         else:
-            raise TypeError(f"jacobian: batched must name an argument of {self._fname()} (a name or a "
+            raise TypeError(f"{self.what}: batched must name an argument of {self._fname()} (a name or a "
                             f"position) or a non-empty tuple of them; got {batched!r}")
-        resolve_order(order)  # fail early on unknown names
-        self.order = order
+        if len(self.batch_names) > 1 and not self.several_batched:
+            raise TypeError(f"{self.what}: batched names one argument (several batched arguments are "
+                            f"supported by jacobian only); got {batched!r}")
         # a function of plain parameters called positionally skips inspect's binding (per-call cost)
         self._plain = tuple(self._params) if all(
             p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in self._params.values()) else None
-        self._cache: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
 
     def _fname(self) -> str:
         return f"{getattr(self.f, '__name__', 'f')}{self.signature}"
@@ -82,16 +88,16 @@ class JacobianFunction:
         params = list(self._params)
         if isinstance(w, int) and not isinstance(w, bool):
             if not -len(params) <= w < len(params):
-                raise ValueError(f"jacobian: {what}={w} is out of range for {self._fname()}")
+                raise ValueError(f"{self.what}: {what}={w} is out of range for {self._fname()}")
             w = params[w]
         elif not isinstance(w, str):
-            raise TypeError(f"jacobian: {what} must be an argument name or position; got {w!r} "
+            raise TypeError(f"{self.what}: {what} must be an argument name or position; got {w!r} "
                             f"({type(w).__name__}) for {self._fname()}")
         elif w not in params:
-            raise ValueError(f"jacobian: {what}={w!r} is not an argument of {self._fname()}")
+            raise ValueError(f"{self.what}: {what}={w!r} is not an argument of {self._fname()}")
         if self._params[w].kind in _VARIADIC:
             star = "*" if self._params[w].kind is inspect.Parameter.VAR_POSITIONAL else "**"
-            raise ValueError(f"jacobian: {what}={w!r} is {self._fname()}'s {star}{w}; the argument to "
+            raise ValueError(f"{self.what}: {what}={w!r} is {self._fname()}'s {star}{w}; the argument to "
                              f"differentiate must be a named parameter")
         return w
 
@@ -99,12 +105,44 @@ class JacobianFunction:
         """Every batched argument has an axis 0, and all of them the same size (one per-sample batch)."""
         for name in self.batch_names:
             if np.ndim(arguments[name]) == 0:
-                raise ValueError(f"jacobian: batched={name!r} needs a leading batch axis; got a scalar")
+                raise ValueError(f"{self.what}: batched={name!r} needs a leading batch axis; got a scalar")
         sizes = {name: np.shape(arguments[name]) for name in self.batch_names}
         if len({shape[0] for shape in sizes.values()}) > 1:
             listed = ", ".join(f"{n} {shape}" for n, shape in sizes.items())
-            raise ValueError(f"jacobian: batched={self.batched!r}: axis 0 must be the same batch in every "
+            raise ValueError(f"{self.what}: batched={self.batched!r}: axis 0 must be the same batch in every "
                              f"batched argument; got {listed}")
+
+    def _trace(self, args, kwargs) -> Graph:
+        """Bind the call, check ``wrt`` and ``batched``, and trace ``f`` on it (a fresh graph)."""
+        if self._plain is not None and not kwargs and len(args) == len(self._plain):
+            bound = arguments = dict(zip(self._plain, args))
+        else:
+            bound = self.signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+        # array arguments are traced (numpy scalars are constants, like Python numbers)
+        inputs = [k for k, v in arguments.items() if type(v) is np.ndarray or isinstance(v, np.ndarray)]
+        for name in self.wrt:
+            arguments[name] = as_float_array(self.what, name, arguments[name])
+            if name not in inputs:
+                inputs.append(name)
+        if self.batch_names:
+            self._check_batch(arguments)
+        return trace(self.f, bound, inputs)
+
+
+class JacobianFunction(Transform):
+    """``jacobian(f, wrt, batched=..., order=...)``: call it like ``f`` to get explicit Jacobians.
+
+    ``batched`` is the name given (None, one name, or a tuple of names); ``batch_names`` is
+    always a tuple."""
+
+    def __init__(self, f: Callable, wrt, batched, order) -> None:
+        super().__init__(f, wrt, batched)
+        resolve_order(order)  # fail early on unknown names
+        self.order = order
+        self._cache: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
 
     def __call__(self, *args, **kwargs):
         graph, plan, factors = self._trace_and_plan(args, kwargs)
@@ -125,21 +163,7 @@ class JacobianFunction:
         return graph, plan
 
     def _trace_and_plan(self, args, kwargs) -> tuple[Graph, Plan, dict | None]:
-        if self._plain is not None and not kwargs and len(args) == len(self._plain):
-            bound = arguments = dict(zip(self._plain, args))
-        else:
-            bound = self.signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            arguments = bound.arguments
-        # array arguments are traced (numpy scalars are constants, like Python numbers)
-        inputs = [k for k, v in arguments.items() if type(v) is np.ndarray or isinstance(v, np.ndarray)]
-        for name in self.wrt:
-            arguments[name] = as_float_array("jacobian", name, arguments[name])
-            if name not in inputs:
-                inputs.append(name)
-        if self.batch_names:
-            self._check_batch(arguments)
-        graph = trace(self.f, bound, inputs)
+        graph = self._trace(args, kwargs)
         key = graph.signature
         if key is not None:
             key = (memory_limit(), key)   # sizes are checked and slices chosen against the limit
@@ -196,3 +220,112 @@ def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal") -> JacobianFu
     [(4, 2, 3), (4, 2, 3)]
     """
     return JacobianFunction(f, wrt, batched, order)
+
+
+class HessianFunction(Transform):
+    """``hessian(f, wrt, batched=...)``: call it like ``f`` to get explicit Hessians."""
+
+    what = "hessian"
+    several_batched = False
+
+    def __call__(self, *args, **kwargs):
+        graph = self._trace(args, kwargs)
+        blocks = hessians.hessian(graph, self.wrt, self.batched)
+        return blocks[self.wrt[0], self.wrt[0]] if self.single else blocks
+
+
+class ProductFunction(Transform):
+    """``jvp``/``vjp``/``hvp`` of ``f``: call it like ``f`` plus ``tangent=`` (``cotangent=`` for vjp)."""
+
+    several_batched = False
+
+    def __init__(self, f: Callable, wrt, batched, what: str) -> None:
+        self.what = what
+        super().__init__(f, wrt, batched)
+        self.key = "cotangent" if what == "vjp" else "tangent"
+
+    def __call__(self, *args, **kwargs):
+        if self.key not in kwargs:
+            raise TypeError(f"{self.what}: pass the {self.key} as {self.key}=... (an array shaped like "
+                            + ("the output" if self.what == "vjp" else "wrt, or a dict of them by name") + ")")
+        vector = kwargs.pop(self.key)
+        graph = self._trace(args, kwargs)
+        y = products.output_value(graph)
+        if self.what == "vjp":
+            u = self._check(vector, y.shape, "the output")
+            out = products.vjp(graph, self.wrt, u)
+            return y, (out[self.wrt[0]] if self.single else out)
+        if self.single:
+            vector = {self.wrt[0]: vector}
+        elif not isinstance(vector, dict) or set(vector) != set(self.wrt):
+            got = sorted(vector) if isinstance(vector, dict) else type(vector).__name__
+            raise TypeError(f"{self.what}: with several wrt the tangent is a dict with one array per name "
+                            f"{self.wrt}; got {got}")
+        tangents = {w: self._check(vector[w], graph.nodes[graph.inputs[w]].value.shape, w) for w in self.wrt}
+        if self.what == "jvp":
+            return y, products.jvp(graph, tangents)
+        if y.ndim != 0:
+            raise ValueError(f"hvp: f must return a scalar (its Hessian-vector product); got shape {y.shape}")
+        out = products.hvp(graph, tangents)
+        return y, (out[self.wrt[0]] if self.single else out)
+
+    def _check(self, v, shape, name) -> np.ndarray:
+        v = as_float_array(self.what, f"{self.key} for {name}", v)
+        if v.shape != tuple(shape):
+            raise ValueError(f"{self.what}: {self.key} for {name}: expected shape {tuple(shape)}, got {v.shape}")
+        return v
+
+
+def hessian(f: Callable, wrt=0, *, batched=None) -> HessianFunction:
+    """Hessians of ``f`` as explicit tensors: shape ``out + in + in`` (``wrt`` a tuple: a dict of
+    every block ``{(p, q): out + in_p + in_q}``).
+
+    With ``batched`` the Hessian w.r.t. that argument is per sample, ``(B, *out, *in, *in)``, when
+    samples are independent (the batch is one symbolic delta, never ``(B, .., B, ..)`` zeros).
+    Computed by forward propagation of factored first and second derivatives
+    (:mod:`jacobians.hessians`): the Hessian of ``x^T A x`` is ``A + A^T``, written once.
+
+    >>> import numpy as np, jacobians as jac
+    >>> A = np.arange(4.0).reshape(2, 2)
+    >>> jac.hessian(lambda x: jac.fn.dot(x, A @ x))(np.ones(2))
+    array([[0., 3.],
+           [3., 6.]])
+    """
+    return HessianFunction(f, wrt, batched)
+
+
+def jvp(f: Callable, wrt=0, *, batched=None) -> ProductFunction:
+    """``y, J v = jvp(f, wrt)(*args, tangent=v)``: one forward sweep, J never formed.
+
+    ``tangent`` has the shape of ``wrt`` (several wrt: a dict by name; J v sums them).  ``batched``
+    is accepted for symmetry with :func:`jacobian`; the batch is simply an axis of the tangent.
+
+    >>> import numpy as np, jacobians as jac
+    >>> jac.jvp(lambda x: jac.fn.tanh(x))(np.zeros(2), tangent=np.ones(2))
+    (array([0., 0.]), array([1., 1.]))
+    """
+    return ProductFunction(f, wrt, batched, "jvp")
+
+
+def vjp(f: Callable, wrt=0, *, batched=None) -> ProductFunction:
+    """``y, u^T J = vjp(f, wrt)(*args, cotangent=u)``: one reverse sweep, J never formed.
+
+    ``cotangent`` has the output's shape; the result has the shape of ``wrt`` (several: a dict).
+
+    >>> import numpy as np, jacobians as jac
+    >>> jac.vjp(lambda x: x.sum())(np.arange(3.0), cotangent=np.array(2.0))[1]
+    array([2., 2., 2.])
+    """
+    return ProductFunction(f, wrt, batched, "vjp")
+
+
+def hvp(f: Callable, wrt=0, *, batched=None) -> ProductFunction:
+    """``y, H v = hvp(f, wrt)(*args, tangent=v)`` for a scalar ``f``: forward-over-reverse, H never formed.
+
+    Several wrt: ``tangent`` and the result are dicts, ``(H v)_p = sum_q H_pq v_q``.
+
+    >>> import numpy as np, jacobians as jac
+    >>> jac.hvp(lambda x: jac.fn.sum(x ** 3))(np.ones(2), tangent=np.array([1.0, 0.0]))[1]
+    array([6., 0.])
+    """
+    return ProductFunction(f, wrt, batched, "hvp")

@@ -157,3 +157,32 @@ def test_a_replayed_plan_reads_each_calls_maps(order):
     jc = jac.jacobian(convolved, wrt="x", order=order)
     for v in (x, -x):     # other argmax positions in the max pool
         np.testing.assert_allclose(jc(v, K, b), numeric(convolved, dict(x=v, K=K, b=b), "x"), rtol=1e-6, atol=1e-8)
+
+
+# ---------------------------------------------------------------- every index-map op alone, in every order
+
+def _map_specs():
+    from test_ops import SPECS
+    return [s for s in SPECS if jac.ops.OPS[s.op].family in ("indexing", "conv") and s.unbatched is not None]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("spec", [pytest.param(s, id=s.id) for s in _map_specs()])
+def test_every_map_op_composed_alone_equals_its_op_jacobian(spec, order):
+    """The op's own dense Jacobian is the reference: a map step may not drop a term of its link
+    (avg_pool2d's 0-d 1/divisor was dropped by reverse scatters once)."""
+    from test_ops import make_args
+    op = jac.ops.OPS[spec.op]
+    args = make_args(spec)
+    arrays, params = op.bind(args, dict(spec.params))
+    names = [n for n in op.diff_arrays if arrays.get(n) is not None]
+    fixed = {n: a for n, a in arrays.items() if n not in names and a is not None}
+    _, dense = op(*args, batch=False, **spec.params)
+
+    def f(*values):
+        return getattr(fn, spec.op)(**fixed, **dict(zip(names, values)), **params)
+    f.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                         for n in names])
+    J = jac.jacobian(f, wrt=tuple(names), order=order)(*[arrays[n] for n in names])
+    for n, Jn in zip(names, dense):
+        np.testing.assert_allclose(J[n], Jn, rtol=1e-12, atol=1e-12, err_msg=f"{spec.id} d/d{n} {order}")
