@@ -30,6 +30,7 @@ import opt_einsum as oe
 from .factored import Factored
 from .labels import core, fresh
 from .limits import check_bytes
+from .network import Network
 
 __all__ = ["Term", "from_factored", "identity", "link", "compact", "canonical", "contract_groups", "accumulate"]
 
@@ -125,7 +126,7 @@ def _contract(term: Term, ops, out: str) -> np.ndarray:
     dtype = term.dtype
     check_bytes(math.prod(term.sizes[l] for l in out) * dtype.itemsize, "hessian: an intermediate term",
                 tuple(term.sizes[l] for l in out))
-    arr = oe.contract(",".join(s for s, _ in ops) + "->" + out, *[a for _, a in ops])
+    arr = _einsum([s for s, _ in ops], [a for _, a in ops], out)
     return np.asarray(arr, dtype=dtype)
 
 
@@ -141,7 +142,7 @@ def canonical(term: Term) -> Term:
     missing = "".join(l for l in order if not any(l in s for s, _ in ops))
     if missing:
         ops.append((missing, np.ones([term.sizes[l] for l in missing], dtype=dtype)))
-    arr = np.asarray(oe.contract(",".join(s for s, _ in ops) + "->" + order, *[a for _, a in ops]), dtype=dtype)
+    arr = np.asarray(_einsum([s for s, _ in ops], [a for _, a in ops], order), dtype=dtype)
     rename = lambda s: "".join(names[l] for l in s)
     return Term(tuple(rename(g) for g in term.groups), ((rename(order), arr),),
                 {names[l]: n for l, n in term.sizes.items() if l in names})
@@ -158,7 +159,7 @@ def contract_groups(term: Term, given: dict[int, np.ndarray], keep: int) -> np.n
     if missing:
         subs.append(missing)
         arrays.append(np.ones([term.sizes[l] for l in missing]))
-    return np.asarray(oe.contract(",".join(subs) + "->" + out, *arrays))
+    return np.asarray(_einsum(subs, arrays, out))
 
 
 def accumulate(target: np.ndarray, term: Term, axes: list[str], assign: bool = False) -> None:
@@ -184,9 +185,25 @@ def accumulate(target: np.ndarray, term: Term, axes: list[str], assign: bool = F
             view += 1
         return
     carried = "".join(l for l in unique if any(l in s for s, _ in ops))
-    arr = np.asarray(oe.contract(",".join(s for s, _ in ops) + "->" + carried, *[a for _, a in ops]))
+    arr = np.asarray(_einsum([s for s, _ in ops], [a for _, a in ops], carried))
     arr = arr.reshape([term.sizes[l] if l in carried else 1 for l in unique])
     if assign:
         view[...] = arr
     else:
         view += arr
+
+
+def _einsum(subs: list[str], arrays: list, out: str) -> np.ndarray:
+    """``einsum(subs -> out)`` as a network in the composer's optimal order: pairwise (batched) GEMMs,
+    a per-sample batch label kept in ``matmul``, not in einsum's C loop."""
+    arrays = [np.asarray(a) for a in arrays]
+    if any(a.ndim == 0 for a in arrays) and any(a.ndim for a in arrays):  # scalars: into the smallest array
+        scale = math.prod(a for a in arrays if a.ndim == 0)
+        pairs = [(s, a) for s, a in zip(subs, arrays) if a.ndim]
+        k = min(range(len(pairs)), key=lambda j: pairs[j][1].size)
+        pairs[k] = (pairs[k][0], pairs[k][1] * scale)
+        subs, arrays = [s for s, _ in pairs], [a for _, a in pairs]
+    if len(arrays) <= 1 or any(a.ndim == 0 for a in arrays):
+        return np.asarray(oe.contract(",".join(subs) + "->" + out, *arrays))
+    net = Network(tuple(subs), tuple(a.shape for a in arrays), out)
+    return net.contract(arrays, net.path("optimal"))
