@@ -137,10 +137,14 @@ class JacobianFunction(Transform):
     ``batched`` is the name given (None, one name, or a tuple of names); ``batch_names`` is
     always a tuple."""
 
-    def __init__(self, f: Callable, wrt, batched, order) -> None:
+    def __init__(self, f: Callable, wrt, batched, order, search_time: float | None = None) -> None:
         super().__init__(f, wrt, batched)
         resolve_order(order)  # fail early on unknown names
+        if search_time is not None and (isinstance(search_time, bool) or not isinstance(search_time, (int, float))
+                                        or not search_time > 0):
+            raise ValueError(f"jacobian: search_time must be a positive number of seconds; got {search_time!r}")
         self.order = order
+        self.search_time = search_time
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
@@ -174,7 +178,7 @@ class JacobianFunction(Transform):
             if plan is not None:
                 return graph, plan, None
         factors: dict = {}
-        plan = make_plan(graph, self.wrt, self.order, self.batch_names, factors)
+        plan = make_plan(graph, self.wrt, self.order, self.batch_names, factors, self.search_time)
         if key is not None:
             with self._lock:
                 self._cache[key] = plan
@@ -183,7 +187,8 @@ class JacobianFunction(Transform):
         return graph, plan, factors
 
 
-def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal") -> JacobianFunction:
+def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal", search_time: float | None = None
+             ) -> JacobianFunction:
     """Jacobians of ``f`` (a function of :data:`jacobians.fn` ops) as explicit tensors.
 
     ``wrt`` names the arguments (names or positions; one name gives an array,
@@ -201,8 +206,11 @@ def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal") -> JacobianFu
     An output that depends on no wrt argument (or a constant) gives zeros.  The outputs
     share one trace and one plan: reverse accumulation sweeps from each output, forward
     accumulation plans each ``d v / d x`` once for all outputs; ``optimal`` picks the cheaper.
-    ``order`` is ``"optimal"`` (default), ``"forward"``, ``"reverse"`` or an
-    explicit opt_einsum path for a single chain; all give the same tensor.
+    ``order`` is ``"optimal"`` (default), ``"forward"``, ``"reverse"``, ``"bracket"``,
+    ``"markowitz"``, an explicit opt_einsum path for a single chain, or an
+    :class:`~jacobians.elimination.Elimination`; all give the same tensor.  On a branching
+    graph ``"optimal"`` searches vertex-elimination orders for at most ``search_time``
+    seconds (default about half a second).
 
     Every call runs ``f`` again; only the contraction plan, which depends on shapes
     alone, is cached.  Calls from several threads are safe (per-call buffers, no lock).
@@ -219,7 +227,7 @@ def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal") -> JacobianFu
     >>> [J.shape for J in jac.jacobian(two, wrt="x", batched="x")(x, W)]
     [(4, 2, 3), (4, 2, 3)]
     """
-    return JacobianFunction(f, wrt, batched, order)
+    return JacobianFunction(f, wrt, batched, order, search_time)
 
 
 class HessianFunction(Transform):

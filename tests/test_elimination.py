@@ -191,3 +191,18 @@ def test_a_graph_past_the_exact_search_takes_the_beam_and_agrees():
     J = {o: jac.jacobian(gated_stack, wrt="x", batched="x", order=o)(x, W) for o in ORDERS}
     for o in ORDERS:
         np.testing.assert_allclose(J[o], J["forward"], rtol=1e-10, atol=1e-12)
+
+
+def test_search_time_is_passed_to_the_search_and_checked():
+    import jacobians as jac
+    fn = jac.fn
+
+    def gate(x, W):
+        h = fn.tanh(fn.linear(x, W))
+        return fn.sum(h * fn.sigmoid(h))
+    x, W = np.linspace(-1, 1, 12).reshape(3, 4), np.linspace(-0.5, 0.5, 20).reshape(5, 4)
+    J = jac.jacobian(gate, wrt="x", search_time=2.0)(x, W)
+    np.testing.assert_allclose(J, jac.jacobian(gate, wrt="x", order="reverse")(x, W), rtol=1e-12, atol=1e-14)
+    for bad in (0, -1.0, "1s", True):
+        with pytest.raises(ValueError, match="search_time must be a positive number"):
+            jac.jacobian(gate, wrt="x", search_time=bad)
