@@ -120,8 +120,9 @@ class Transform:
             bound = self.signature.bind(*args, **kwargs)
             bound.apply_defaults()
             arguments = bound.arguments
-        # array arguments are traced (numpy scalars are constants, like Python numbers)
-        inputs = [k for k, v in arguments.items() if type(v) is np.ndarray or isinstance(v, np.ndarray)]
+        # floating-point array arguments are traced; integer and boolean arrays (token ids, masks)
+        # and numpy scalars are constants of the call, like Python numbers
+        inputs = [k for k, v in arguments.items() if isinstance(v, np.ndarray) and v.dtype.kind in "fc"]
         for name in self.wrt:
             arguments[name] = as_float_array(self.what, name, arguments[name])
             if name not in inputs:

@@ -186,3 +186,15 @@ def test_every_map_op_composed_alone_equals_its_op_jacobian(spec, order):
     J = jac.jacobian(f, wrt=tuple(names), order=order)(*[arrays[n] for n in names])
     for n, Jn in zip(names, dense):
         np.testing.assert_allclose(J[n], Jn, rtol=1e-12, atol=1e-12, err_msg=f"{spec.id} d/d{n} {order}")
+
+
+def test_integer_array_arguments_are_constants_of_the_call():
+    """Token ids passed as an argument index a traced table (they were traced as inputs once)."""
+    ids, E = RNG.integers(0, 9, size=(2, 3)), RNG.normal(size=(9, 4))
+    for order in ORDERS:
+        J = jac.jacobian(lambda ids, E: E[ids].sum(axis=1), wrt="E", order=order)(ids, E)
+        expected = np.zeros((2, 4, 9, 4))
+        for b in range(2):
+            for t in range(3):
+                expected[b, :, ids[b, t], :] += np.eye(4)
+        np.testing.assert_array_equal(J, expected)
