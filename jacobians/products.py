@@ -50,10 +50,10 @@ def output_value(graph: Graph) -> np.ndarray:
     return graph.constant_output if graph.output is None else graph.nodes[graph.output].value
 
 
-def jvp(graph: Graph, tangents: dict[str, np.ndarray]) -> np.ndarray:
-    """J v for the tangents of the ``wrt`` inputs (by name): the output's tangent."""
+def _tangent_sweep(graph: Graph, tangents: dict[str, np.ndarray], order: list[int]) -> dict[int, np.ndarray]:
+    """Every active node's tangent, pushed forward from the ``wrt`` inputs' tangents (by name)."""
     t = {graph.inputs[w]: v for w, v in tangents.items()}
-    for i in active(graph, list(tangents)):
+    for i in order:
         if i in t:
             continue
         node, acc = graph.nodes[i], None
@@ -62,6 +62,12 @@ def jvp(graph: Graph, tangents: dict[str, np.ndarray]) -> np.ndarray:
             acc = d if acc is None else acc + d
         if acc is not None:
             t[i] = acc
+    return t
+
+
+def jvp(graph: Graph, tangents: dict[str, np.ndarray]) -> np.ndarray:
+    """J v for the tangents of the ``wrt`` inputs (by name): the output's tangent."""
+    t = _tangent_sweep(graph, tangents, active(graph, list(tangents)))
     y = output_value(graph)
     return t.get(graph.output, np.zeros(np.shape(y), dtype=np.result_type(y, np.float32)))
 
@@ -90,16 +96,7 @@ def hvp(graph: Graph, tangents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """H v of a scalar output for the tangents of the ``wrt`` inputs: per input ``sum_q H_pq v_q``."""
     wrt = list(tangents)
     order = active(graph, wrt)
-    t = {graph.inputs[w]: v for w, v in tangents.items()}
-    for i in order:                                   # the tangent sweep
-        if i in t:
-            continue
-        node, acc = graph.nodes[i], None
-        for k, a in _links(graph, i, t):
-            d = _apply(node.builders[k](), t[a], "in")
-            acc = d if acc is None else acc + d
-        if acc is not None:
-            t[i] = acc
+    t = _tangent_sweep(graph, tangents, order)
     y = output_value(graph)
     ybar = {graph.output: np.ones((), dtype=y.dtype)} if order else {}
     ydot: dict = {}
