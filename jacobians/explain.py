@@ -152,6 +152,11 @@ def explain(f: Callable, *args, wrt=0, batched=None, order="optimal",
     ex.jacobian_shape = tuple(plan.results[name][1])
     ex.node_names, ex.dims = _node_names(f, graph), names
     d = _Derivation(graph, ex, x, names)
+    try:   # constant array arguments (integer labels, masks) are named by their parameter
+        bound = jf.signature.bind(*args, **kwargs).arguments
+        d.constants = {id(v): k for k, v in bound.items() if isinstance(v, np.ndarray)}
+    except TypeError:
+        pass
     d.run()
     for other in ("forward", "reverse", "optimal", "bracket"):
         if other == order:
@@ -338,6 +343,7 @@ class _Derivation:
         self.forms: dict = {}        # (node, arg) -> (J, J^T) closed forms
         self.slots: dict = {}        # plan slot -> its output's letters
         self.result: list = []       # the letters of the Jacobian's axes (out, then wrt; a tie in capitals)
+        self.constants: dict = {}    # id of a constant array argument -> the parameter's name
 
     def name(self, i: int) -> str:
         return self.ex.node_names.get(i, self.g.nodes[i].name)
@@ -485,7 +491,8 @@ class _Derivation:
             if isinstance(a, int):
                 names[name], shapes[name] = self.name(a), tuple(np.shape(self.g.nodes[a].value))
             elif a is not None:
-                names[name], shapes[name] = f"const{tuple(np.shape(a[1]))}", tuple(np.shape(a[1]))
+                names[name] = self.constants.get(id(a[1]), f"const{tuple(np.shape(a[1]))}")
+                shapes[name] = tuple(np.shape(a[1]))
             else:
                 names[name] = name
         return names, shapes
@@ -507,7 +514,7 @@ class _Derivation:
         else:
             for arg in self.g.nodes[c].args:
                 if isinstance(arg, tuple) and arg[1] is a:
-                    name = f"const{tuple(np.shape(a))}"
+                    name = self.constants.get(id(a), f"const{tuple(np.shape(a))}")
             if name is None:
                 name = f"{float(a):g}" if np.ndim(a) == 0 else f"{self.g.nodes[c].op.name}'({self.name(p)})"
         self.ex.operand_names[(c, k, j)] = name
