@@ -771,6 +771,23 @@ GROUP_ROWS = ("toolkit-optimal", "numpy", "jax-jacrev", "jax-jacfwd", "jax-hessi
               "torch-hessian")
 
 
+def _rows_vs_best(p: dict, ids) -> list[tuple]:
+    """Per implementation row of ``p`` (in ``ids`` order, absent ones skipped): the problem's name on
+    the first row only, the row, whether it is the toolkit's, its median, its ratio to the fastest
+    peer (formatted, bold for the toolkit) and its IQR (formatted)."""
+    best, out = _fastest_peer(p), []
+    for rid in ids:
+        r = _row(p, rid)
+        if r is None:
+            continue
+        med = r.get("median_ms")
+        rat = _fmt_ratio(med / best["median_ms"] if med and best else None)
+        tk = rid == "toolkit-optimal"
+        iqr = f"{_fmt_ms(r['q1_ms'])}–{_fmt_ms(r['q3_ms'])}" if "q1_ms" in r else "–"
+        out.append(("" if out else p["name"], r, tk, med, f"**{rat}**" if tk else rat, iqr))
+    return out
+
+
 def _group_md(data: dict, group: str, title: str, intro: str) -> list[str]:
     """The models / Hessians tables: every implementation's time, peak memory, check, then the goals."""
     problems = [p for p in data["problems"] if p.get("group") == group]
@@ -780,23 +797,13 @@ def _group_md(data: dict, group: str, title: str, intro: str) -> list[str]:
          "| problem | implementation | first call ms | median ms | IQR ms | n | x best peer | peak MiB | check |",
          "|---|---|---|---|---|---|---|---|---|"]
     for p in problems:
-        best = _fastest_peer(p)
-        first = True
-        for rid in GROUP_ROWS:
-            r = _row(p, rid)
-            if r is None:
-                continue
-            med = r.get("median_ms")
-            rat = _fmt_ratio(med / best["median_ms"] if med and best else None)
-            iqr = f"{_fmt_ms(r['q1_ms'])}–{_fmt_ms(r['q3_ms'])}" if "q1_ms" in r else "–"
+        for name, r, tk, med, rat, iqr in _rows_vs_best(p, GROUP_ROWS):
             peak = f"{r['peak_mib']:.1f}" if "peak_mib" in r else ("error" if "memory_error" in r else "–")
-            tk = rid == "toolkit-optimal"
             check = f"not supported yet: {_short(r['pending'])}" if r.get("pending") else _check(r)
-            L.append(f"| {p['name'] if first else ''} | {'**' + r['label'] + '**' if tk else r['label']} | "
+            L.append(f"| {name} | {'**' + r['label'] + '**' if tk else r['label']} | "
                      f"{_fmt_ms(r['first_call_ms'])} | {_fmt_ms(med)} | {iqr} | "
                      f"{r['n']}{'x' + str(r['number']) if r.get('number', 1) > 1 else ''} | "
-                     f"{f'**{rat}**' if tk else rat} | {peak} | {check} |")
-            first = False
+                     f"{rat} | {peak} | {check} |")
     L += ["", "Goals (the issue's targets; toolkit row):", ""]
     for p in problems:
         result_mib = p["result_bytes"] / 2**20
@@ -837,23 +844,12 @@ def _small_models_md(data: dict) -> list[str]:
          "| model | implementation | median ms | IQR ms | min–max ms | n | x best peer | check |",
          "|---|---|---|---|---|---|---|---|"]
     for p in problems:
-        best = _fastest_peer(p)
-        first = True
-        for rid in SMALL_ROWS:
-            r = _row(p, rid)
-            if r is None:
-                continue
-            med = r.get("median_ms")
-            ratio = med / best["median_ms"] if med and best else None
-            iqr = f"{_fmt_ms(r['q1_ms'])}–{_fmt_ms(r['q3_ms'])}" if "q1_ms" in r else "–"
+        for name, r, tk, med, rat, iqr in _rows_vs_best(p, SMALL_ROWS):
             spread = f"{_fmt_ms(r['min_ms'])}–{_fmt_ms(r['max_ms'])}" if "min_ms" in r else "–"
-            name = f"{p['name']}" if first else ""
-            label = f"**{r['label']}**" if rid == "toolkit-optimal" else r["label"]
-            rat = _fmt_ratio(ratio)
+            label = f"**{r['label']}**" if tk else r["label"]
             L.append(f"| {name} | {label} | {_fmt_ms(med)} | {iqr} | {spread} | "
                      f"{r['n']}{'x' + str(r['number']) if r.get('number', 1) > 1 else ''} | "
-                     f"{f'**{rat}**' if rid == 'toolkit-optimal' else rat} | {'pass' if r['ok'] else '**FAIL**'} |")
-            first = False
+                     f"{rat} | {'pass' if r['ok'] else '**FAIL**'} |")
     notes = [f"- {p['name']}: {s}" for p in problems for s in p["skipped"]]
     return L + ([""] + notes if notes else [])
 
