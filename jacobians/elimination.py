@@ -48,9 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 import opt_einsum as oe
 
-from .limits import JacobianTooLarge, check_bytes, memory_limit
-from .network import Cost, Network
-from .plan import Link, NetStep, Ones, Plan, Slot, ZeroStep, readable
+from .limits import JacobianTooLarge
+from .network import Network
+from .plan import Link, NetStep, Plan, Slot
 from .planner import Block, _Planner, _segments
 
 __all__ = ["Elimination", "GRAPH_ORDERS", "SEARCH_TIME", "EXACT_MAX", "eliminate", "multiplications",
@@ -191,19 +191,9 @@ class _State:
         output = "".join(dict.fromkeys(top + bottom))
         if not terms and set(top) == set(bottom):
             return Block(top, bottom)
-        seen = set("".join(terms))
-        extra = [l for l in dict.fromkeys(output + "".join(walked)) if l not in seen]
-        n_chain = len(terms)
-        terms += extra
-        sources += [Ones((pl.sizes[l],)) for l in extra]
-        if len(terms) == 1 and isinstance(sources[0], Slot) and sorted(terms[0]) == sorted(output):
-            return Block(top, bottom, terms[0], sources[0].index)
-        shape = tuple(pl.sizes[l] for l in output)
-        if any(pl.sizes[l] == 0 for t in terms for l in t):
-            check_bytes(math.prod(shape) * pl.itemsize, f"a block of {label}", shape)
-            step = ZeroStep(shape, len(pl.steps), label)
-            pl.steps.append(step)
-            return Block(top, bottom, output, step.slot)
+        n_chain, done = pl._trivial(terms, sources, walked, output, label)
+        if done is not None:
+            return Block(top, bottom, *done)
         # the network in canonical labels (a, b, c, ... by appearance): equal networks made by
         # different orders or search branches share one cached path and cost
         canon: dict[str, str] = {}
@@ -214,15 +204,7 @@ class _State:
         net = Network(tuple(c(t) for t in terms), tuple(tuple(pl.sizes[l] for l in t) for t in terms), c(output),
                       n_chain, tuple((p, tuple(c(a)), tuple(c(b))) for p, a, b in links))
         path = _path(pl.path_of, net)
-        cost = net.cost(path)
-        out_elems = math.prod(shape)
-        target = min(max(out_elems // 2, 1 << 18), memory_limit() // max(pl.itemsize, 1))
-        chunk = net.chunking(path, target) if cost.largest_intermediate > max(out_elems, target) else None
-        if chunk is not None:
-            cost = Cost(cost.flops, max(out_elems, -(-cost.largest_intermediate // chunk[1])), cost.path)
-        if cost.largest_intermediate * pl.itemsize > memory_limit():  # the message only when it is raised
-            check_bytes(cost.largest_intermediate * pl.itemsize, f"an intermediate of {label} ({readable(net.eq)})",
-                        hint="use a smaller batch, fewer outputs or inputs, or another order")
+        cost, chunk = pl._sliced_cost(net, path, label)
         step = NetStep(net, path, tuple(sources), len(pl.steps), cost, label, chunk)
         pl.steps.append(step)
         self.flops += cost.flops

@@ -244,38 +244,52 @@ class _Planner:
         for p, above, below in pieces:
             links.append((tuple(range(at, at + len(p))), tuple(above), tuple(below)))
             at += len(p)
-        # labels no operand carries are factors of ones (a broadcast, or a sum through relabel-only links)
+        n_chain, done = self._trivial(terms, sources, walked, output, label)
+        if done is not None:
+            return done
+        net = Network(tuple(terms), tuple(tuple(self.sizes[l] for l in t) for t in terms), output,
+                      n_chain, tuple(links))
+        path = self.path_of(net)  # never empty here: a label no operand carries got a ones-factor
+        cost, chunk = self._sliced_cost(net, path, label)
+        step = NetStep(net, path, tuple(sources), len(self.steps), cost, label, chunk)
+        self.steps.append(step)
+        return output, step.slot
+
+    def _trivial(self, terms: list, sources: list, walked, output: str, label: str) -> tuple[int, tuple | None]:
+        """Complete a network's operands in place: a factor of ones for each label no operand carries
+        (a broadcast, or a sum through relabel-only links).  Returns the number of chain operands
+        (before the ones) and ``(labels, slot)`` when no contraction is needed: a pure relabel of one
+        slot (no arithmetic, no copy), or a zero-size axis anywhere (a batch of 0, a layer of width 0:
+        the block is zeros or empty); else None."""
         seen = set("".join(terms))
         extra = [l for l in dict.fromkeys(output + "".join(walked)) if l not in seen]
         n_chain = len(terms)
         terms += extra
         sources += [Ones((self.sizes[l],)) for l in extra]
         if len(terms) == 1 and isinstance(sources[0], Slot) and sorted(terms[0]) == sorted(output):
-            return terms[0], sources[0].index  # a pure relabel: no arithmetic, no copy
-        shape = tuple(self.sizes[l] for l in output)
+            return n_chain, (terms[0], sources[0].index)
         if any(self.sizes[l] == 0 for t in terms for l in t):
-            # an empty axis anywhere (a batch of 0, a layer of width 0): the block is zeros (or empty)
+            shape = tuple(self.sizes[l] for l in output)
             check_bytes(math.prod(shape) * self.itemsize, f"a block of {label}", shape)
             step = ZeroStep(shape, len(self.steps), label)
             self.steps.append(step)
-            return output, step.slot
-        net = Network(tuple(terms), tuple(tuple(self.sizes[l] for l in t) for t in terms), output, n_chain,
-                      tuple(links))
-        path = self.path_of(net)  # never empty here: a label no operand carries got a ones-factor
+            return n_chain, (output, step.slot)
+        return n_chain, None
+
+    def _sliced_cost(self, net: Network, path, label: str) -> tuple[Cost, tuple | None]:
+        """The network's cost on ``path``, checked against the memory limit; an intermediate larger
+        than the result (or than memory allows) is made in slices of one output label instead (the
+        same FLOPs, a bounded peak): ``(cost, (label, slices) or None)``."""
         cost = net.cost(path)
-        # an intermediate larger than the result (or than memory allows) is made in slices of
-        # one output label instead: the same FLOPs, a bounded peak
-        out_elems = math.prod(shape)
+        out_elems = math.prod(net.sizes[l] for l in net.output)
         target = min(max(out_elems // 2, 1 << 18), memory_limit() // max(self.itemsize, 1))
         chunk = net.chunking(path, target) if cost.largest_intermediate > max(out_elems, target) else None
         if chunk is not None:
             cost = Cost(cost.flops, max(out_elems, -(-cost.largest_intermediate // chunk[1])), cost.path)
-        check_bytes(cost.largest_intermediate * self.itemsize,
-                    f"an intermediate of {label} ({readable(net.eq)})",
-                    hint="use a smaller batch, fewer outputs or inputs, or another order")
-        step = NetStep(net, path, tuple(sources), len(self.steps), cost, label, chunk)
-        self.steps.append(step)
-        return output, step.slot
+        if cost.largest_intermediate * self.itemsize > memory_limit():  # the message only when it is raised
+            check_bytes(cost.largest_intermediate * self.itemsize, f"an intermediate of {label} ({readable(net.eq)})",
+                        hint="use a smaller batch, fewer outputs or inputs, or another order")
+        return cost, chunk
 
     def expand(self, block: Block, target: tuple[str, ...], add_to: Block | None = None,
                force: bool = False) -> Block:
