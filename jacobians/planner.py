@@ -30,7 +30,7 @@ import numpy as np
 import opt_einsum as oe
 
 from .graph import Graph
-from .limits import check_bytes, memory_limit
+from .limits import JacobianTooLarge, check_bytes, memory_limit
 from .factored import IndexMapsPending
 from .indexmaps import map_cost
 from .network import Cost, Network, resolve_order
@@ -464,14 +464,23 @@ def make_plan(graph: Graph, wrt: list[str], order="optimal", batched: str | tupl
     candidates = []
     modes = {"forward": ["forward"], "reverse": ["reverse"], "bracket": ["reverse"], "markowitz": []}.get(
         order, ["reverse", "forward"]) if isinstance(order, str) else [] if elim else ["reverse"]
+    too_large = []  # a candidate over the memory limit drops out; the error is raised when all do
     for mode in modes:
         planner = _Planner(graph, order, itemsize, factors)
-        results = _by_leaf(graph, wrt, _finish(planner, _accumulate(planner, wrt, mode), batched))
+        try:
+            results = _by_leaf(graph, wrt, _finish(planner, _accumulate(planner, wrt, mode), batched))
+        except JacobianTooLarge as err:
+            if len(modes) == 1:
+                raise
+            too_large.append(err)
+            continue
         strategy = f"{mode} accumulation" if len(planner.steps) > 1 or len(results) > 1 else "one network"
         candidates.append((_rank(planner), planner, results, strategy, ()))
     if elim or order in ("markowitz", "optimal"):
         candidates += _eliminations(graph, wrt, order, itemsize, factors, batched, search_time,
-                                    fallback=not candidates)
+                                    fallback=not candidates and not too_large)
+    if not candidates:
+        raise too_large[0]
     _, planner, results, strategy, names = min(candidates, key=lambda c: c[0])  # ties: listed first
     if not isinstance(order, str) and not elim:
         _one_network(sum(isinstance(s, NetStep) for s in planner.steps))

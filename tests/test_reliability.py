@@ -424,3 +424,25 @@ def test_writing_into_a_returned_jacobian_leaves_the_inputs_alone(call):
         assert J.flags.owndata or J.base is None or not np.shares_memory(J, W)
         J[...] = 0
     np.testing.assert_array_equal(W, before)
+
+
+def test_optimal_drops_a_candidate_over_the_limit_and_keeps_one_that_fits():
+    """order="optimal" weighs forward and reverse; a forward sweep whose intermediate would pass the
+    memory limit must not fail the call when reverse fits (the tutorial CNN hit this: forward through
+    the dense layers needed 6.9 GiB, reverse a few MiB)."""
+    r = np.random.default_rng(0)
+    n = 1500
+    B, A, x = r.standard_normal((n, n)) / 40, r.standard_normal((2, n)) / 40, r.standard_normal(n)
+
+    def f(x, A, B):
+        h = np.tanh(B @ x)[1:]          # the slice splits the chain: forward must hold d h / d x
+        return np.tanh(A[:, 1:] @ h)
+
+    with limited_memory("12MB"):
+        with pytest.raises(JacobianTooLarge, match="dtanh_1/dx"):
+            jac.jacobian(f, wrt="x", order="forward")(x, A, B)
+        J = jac.jacobian(f, wrt="x", order="optimal")(x, A, B)
+        np.testing.assert_allclose(J, jac.jacobian(f, wrt="x", order="reverse")(x, A, B), rtol=1e-12, atol=1e-14)
+    h = np.tanh(B @ x)
+    expected = (1 - np.tanh(A[:, 1:] @ h[1:]) ** 2)[:, None] * (A[:, 1:] * (1 - h[1:] ** 2)) @ B[1:]
+    np.testing.assert_allclose(J, expected, rtol=1e-10, atol=1e-13)
