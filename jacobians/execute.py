@@ -50,7 +50,8 @@ def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, 
             m = f.maps[step.source.map]
             m = m.relabel(dict(zip(m.labels, step.out + step.inp)))
             array = slots[step.array.index] if type(step.array) is Slot else np.ones((), dtype=dtype)
-            result, labels = apply_map(m, array, step.labels, step.direction, step.keep)
+            result, labels = apply_map(m, array, step.labels, step.direction, step.keep,
+                                       step.result if step.direction == "scatter" else None)
             if labels != step.result:   # the planner worked out the same labels from shapes
                 raise RuntimeError(f"jacobian: a map step of {step.label} gave labels {labels!r}, planned {step.result!r}")
             slots[step.slot] = result

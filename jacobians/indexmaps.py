@@ -190,14 +190,16 @@ def gather(m: IndexMap, array: np.ndarray, labels: str) -> tuple[np.ndarray, str
     return result.reshape(shape), shared + rest + new
 
 
-def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "") -> tuple[np.ndarray, str]:
+def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "", order: str | None = None
+            ) -> tuple[np.ndarray, str]:
     """Contract ``array`` (carrying ``m.out`` labels) with the map: the result carries ``m.inp``.
 
     A scatter-add: ``result[..., index[o]] += array[..., o]``, summing over the map's
     ``out`` labels except those in ``keep`` (diagonal labels that stay on the result,
     e.g. a max pool's batch and channel).  ``out`` labels the array lacks are broadcast
     (the array is the same along them).  Result labels: ``keep``, the array's other
-    labels, then ``m.inp``.
+    labels, then ``m.inp``; ``order`` (a permutation of those) asks for another layout, written
+    directly (no transposed copy of the result afterwards: the planner's final layout).
     """
     _check_labels(m, array, labels, "scatter")
     if any(l in labels for l in m.inp):
@@ -216,8 +218,13 @@ def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "") -> tupl
         size.update((l, m.sizes[l]) for l in absent)
     summed = "".join(l for l in m.out if l not in keep)
     rest = "".join(l for l in labels if l not in m.out)
+    natural = keep + rest + m.inp
+    if order is not None and (len(order) != len(natural) or set(order) != set(natural)):
+        raise ValueError(f"scatter: order {order!r} must be a permutation of the result labels {natural!r}")
+    if order == natural:
+        order = None
     if m.window is not None and not keep:
-        return _scatter_window(m, array.transpose([labels.index(l) for l in rest + m.out]), rest, size)
+        return _scatter_window(m, array.transpose([labels.index(l) for l in rest + m.out]), rest, size, order)
     a = array.transpose([labels.index(l) for l in keep + rest + summed])
     nk, nr = math.prod(size[l] for l in keep), math.prod(size[l] for l in rest)
     a = a.reshape(nk, nr, -1)
@@ -238,19 +245,40 @@ def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "") -> tupl
         if m.padded:
             sel = np.broadcast_to(valid[:, None, :], target.shape)
             target, weights = target[sel], weights[sel]
-        sums = np.bincount(target.ravel(), weights=np.ravel(weights), minlength=nk * nr * m.in_size)
+        shape = [size[l] for l in keep + rest] + list(m.in_shape)
+        target = target.ravel()
+        if order is not None:  # the same positions, counted in the requested layout
+            coords = np.unravel_index(target, shape)
+            target = np.ravel_multi_index(tuple(coords[natural.index(l)] for l in order),
+                                          tuple(shape[natural.index(l)] for l in order))
+        sums = np.bincount(target, weights=np.ravel(weights), minlength=nk * nr * m.in_size)
         result = sums.astype(dtype, copy=False)
+        if order is not None:
+            return result.reshape([shape[natural.index(l)] for l in order]), order
+        return result.reshape(shape), natural
     shape = [size[l] for l in keep + rest] + list(m.in_shape)
-    return result.reshape(shape), keep + rest + m.inp
+    result = result.reshape(shape)
+    if order is not None:
+        return np.ascontiguousarray(result.transpose([natural.index(l) for l in order])), order
+    return result, natural
 
 
-def _scatter_window(m: IndexMap, a: np.ndarray, rest: str, size: dict) -> tuple[np.ndarray, str]:
-    """col2im: ``result[..., p*stride + i*dilation - padding] += a[..., p, i]``, one strided add per offset i."""
+def _scatter_window(m: IndexMap, a: np.ndarray, rest: str, size: dict, order: str | None = None
+                    ) -> tuple[np.ndarray, str]:
+    """col2im: ``result[..., p*stride + i*dilation - padding] += a[..., p, i]``, one strided add per offset i.
+
+    With ``order`` the result is allocated in that layout and written through a transposed view."""
     stride, dilation, padding = m.window
     n_out, kernel = m.out_shape
     n = m.in_shape[0]
     dtype = np.result_type(a.dtype, np.float32) if np.issubdtype(a.dtype, np.floating) else np.float64
-    result = np.zeros(a.shape[:-2] + (n,), dtype=dtype)
+    natural = rest + m.inp
+    shape = a.shape[:-2] + (n,)
+    if order is None:
+        owner = result = np.zeros(shape, dtype=dtype)
+    else:
+        owner = np.zeros([shape[natural.index(l)] for l in order], dtype=dtype)
+        result = owner.transpose([order.index(l) for l in natural])
     for i in range(kernel):
         first = i * dilation - padding
         lo = -(first // stride) if first < 0 else 0                  # the first p whose position is >= 0
@@ -258,21 +286,25 @@ def _scatter_window(m: IndexMap, a: np.ndarray, rest: str, size: dict) -> tuple[
         if hi > lo:
             start = lo * stride + first
             result[..., start:start + (hi - lo - 1) * stride + 1:stride] += a[..., lo:hi, i]
-    return result, rest + m.inp
+    return owner, natural if order is None else order
 
 
-def apply_map(m: IndexMap, array: np.ndarray, labels: str, direction: str, keep: str = "") -> tuple[np.ndarray, str]:
+def apply_map(m: IndexMap, array: np.ndarray, labels: str, direction: str, keep: str = "",
+              order: str | None = None) -> tuple[np.ndarray, str]:
     """The planner's map step: ``direction="gather"`` (array carries ``m.inp``, result ``m.out``)
-    or ``"scatter"`` (array carries ``m.out``, result ``m.inp``; ``keep``: out labels that stay).
+    or ``"scatter"`` (array carries ``m.out``, result ``m.inp``; ``keep``: out labels that stay;
+    ``order``: the result's layout, if not the natural one).
 
     Returns ``(array, labels)``; other labels pass through.  Cost: :func:`map_cost`.
     """
     if direction == "gather":
         if keep:
             raise ValueError("apply_map: keep is for scatters (a gather keeps every label it shares)")
+        if order is not None:
+            raise ValueError("apply_map: order is for scatters (a gather's layout is fixed)")
         return gather(m, array, labels)
     if direction == "scatter":
-        return scatter(m, array, labels, keep)
+        return scatter(m, array, labels, keep, order)
     raise ValueError(f"apply_map: unknown direction {direction!r}; valid options are "
                      + ", ".join(map(repr, DIRECTIONS)))
 

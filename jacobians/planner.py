@@ -399,10 +399,33 @@ def _finish(planner: _Planner, blocks: dict, batched: tuple[str, ...]) -> dict:
         if collapse:
             target[len(block.top)] = target[0]
         final = planner.expand(block, tuple(target))
-        if final.data != "".join(dict.fromkeys(target)):  # the layout the user gets: (*out, *in)
+        layout = "".join(dict.fromkeys(target))  # the layout the user gets: (*out, *in)
+        if final.data != layout and not _scatter_into(planner, final, layout):
             final = planner.expand(final, tuple(target), force=True)
+        elif final.data != layout:
+            final = Block(final.top, final.bottom, layout, final.slot)
         results[(out, name)] = (final.slot, tuple(planner.sizes[l] for l in final.data))
     return results
+
+
+def _scatter_into(planner: _Planner, block: Block, layout: str) -> bool:
+    """Let the scatter that made ``block`` write it in ``layout`` (a permutation of ``block.data``)
+    instead of a transposed copy afterwards (a (B, C, V, d) embedding Jacobian is the size of the
+    result: a second copy doubles the peak).  Only where that scatter's array is read by nothing else."""
+    k = next((k for k, s in enumerate(planner.steps) if s.slot == block.slot), None)
+    step = planner.steps[k] if k is not None else None
+    if not isinstance(step, MapStep) or step.direction != "scatter" or \
+            any(block.slot in _slots_read(s) for s in planner.steps[k + 1:]):
+        return False
+    ren = dict(zip(block.data, step.result))
+    result = "".join(ren[l] for l in layout)
+    planner.steps[k] = replace(step, result=result, shape=tuple(planner.sizes[l] for l in result))
+    return True
+
+
+def _slots_read(step) -> set[int]:
+    return {s.index for s in step.sources if isinstance(s, Slot)} | (
+        {step.add_to} if getattr(step, "add_to", None) is not None else set())
 
 
 def _by_leaf(graph: Graph, wrt: list[str], results: dict) -> dict:

@@ -54,6 +54,25 @@ def test_gather_and_scatter_equal_the_dense_map(m):
     np.testing.assert_allclose(got, ref, atol=1e-13)
 
 
+@pytest.mark.parametrize("m", MAPS, ids=repr)
+@pytest.mark.parametrize("keep", ["", "k"])
+def test_a_scatter_writes_any_requested_layout_directly(m, keep):
+    """``order=`` gives the natural result transposed, written in place (the planner's final layout)."""
+    if keep and not m.out:
+        pytest.skip("an integer index has no output label to keep")
+    mm = m.relabel({m.out[0]: "k"}) if keep else m
+    labels = "z" + mm.out + "y"
+    sizes = {"z": 2, "y": 3, **mm.sizes}
+    g = RNG.normal(size=[sizes[l] for l in labels])
+    natural, nat_labels = scatter(mm, g, labels, keep)
+    for order in {nat_labels[::-1], nat_labels[1:] + nat_labels[:1]}:
+        got, got_labels = scatter(mm, g, labels, keep, order=order)
+        assert got_labels == order and got.flags.c_contiguous
+        np.testing.assert_allclose(got, natural.transpose([nat_labels.index(l) for l in order]), atol=1e-14)
+    with pytest.raises(ValueError, match="permutation"):
+        scatter(mm, g, labels, keep, order=nat_labels[:-1])
+
+
 def test_diagonal_labels_gather_per_sample_and_stay_on_scatter():
     # a max pool's map (b, p) -> h: the index depends on the sample b, which passes through
     idx = np.array([[0, 3], [1, 2], [3, 3]])
