@@ -50,7 +50,7 @@ import opt_einsum as oe
 
 from .limits import JacobianTooLarge
 from .network import Network
-from .plan import Link, NetStep, Plan, Slot
+from .plan import Link, NetStep, Plan, Slot, WindowStep
 from .planner import Block, _Planner, _segments
 
 __all__ = ["Elimination", "GRAPH_ORDERS", "SEARCH_TIME", "EXACT_MAX", "eliminate", "multiplications",
@@ -498,18 +498,25 @@ def multiplications(plan: Plan, per: int = 1) -> int:
     """
     total = 0
     for step in plan.steps:
-        if not isinstance(step, NetStep):
-            continue
-        net = step.network
-        sizes = net.sizes
-        terms = list(net.terms)
-        for pair in step.path:
-            picked = [terms[i] for i in pair]
-            for i in sorted(pair, reverse=True):
-                del terms[i]
-            keep = set(net.output).union(*terms)
-            union = set().union(*picked)
-            if len(picked) > 1:
-                total += math.prod(sizes[l] for l in union)
-            terms.append("".join(dict.fromkeys(l for t in picked for l in t if l in keep)))
+        if isinstance(step, WindowStep):   # the network per kernel offset (and its offset-free part once)
+            times = math.prod(len(w[4]) for w in step.windows)
+            total += _products(step.pre, step.pre_path) + times * _products(step.sub, step.path)
+        elif isinstance(step, NetStep):
+            total += _products(step.network, step.path)
     return total // per if per > 1 else total
+
+
+def _products(net: Network, path) -> int:
+    """Scalar multiplications of contracting ``net`` along ``path`` (Graphax's convention)."""
+    total = 0
+    sizes = net.sizes
+    terms = list(net.terms)
+    for pair in path:
+        picked = [terms[i] for i in pair]
+        for i in sorted(pair, reverse=True):
+            del terms[i]
+        keep = set(net.output).union(*terms)
+        if len(picked) > 1:
+            total += math.prod(sizes[l] for l in set().union(*picked))
+        terms.append("".join(dict.fromkeys(l for t in picked for l in t if l in keep)))
+    return total

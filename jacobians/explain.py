@@ -46,7 +46,7 @@ import numpy as np
 import opt_einsum as oe
 
 from . import graph as _graph
-from .plan import Eye, Link, MapStep, NetStep, Ones, Plan, Slot, ZeroStep
+from .plan import Eye, Link, MapStep, NetStep, Ones, Plan, Slot, WindowStep, ZeroStep, readable
 from .transforms import jacobian
 from .limits import JacobianTooLarge
 
@@ -609,6 +609,13 @@ class _Derivation:
         for s in plan.steps:
             if isinstance(s, NetStep):
                 out.append(self.network(s))
+            elif isinstance(s, WindowStep):
+                node = self.g.nodes[s.windows[0][0].node]
+                times = math.prod(len(w[4]) for w in s.windows)
+                out.append({"kind": "windows", "flops": s.cost.flops, "moved": s.cost.moved, "shape": s.shape,
+                            "label": f"{times} shifted contractions {readable(s.sub.eq)} added into sliding "
+                                     f"windows: the transposed convolution of d {self.name(s.windows[0][0].node)}/d "
+                                     f"{node.op.arrays[s.windows[0][0].arg]}"})
             elif isinstance(s, ZeroStep):
                 out.append({"kind": "zeros", "shape": s.shape, "flops": 0})
             elif isinstance(s, MapStep):
@@ -798,7 +805,8 @@ def _render(ex: Explanation) -> str:
     if ex.plan is not None and ex.plan.steps:
         lines.append("")
         costs = ", ".join(f"{o} {v:.4g}" for o, v in ex.order_flops.items())
-        what = {"network": None, "add": "add deltas", "expand": "expand deltas", "zeros": "zeros"}
+        what = {"network": None, "add": "add deltas", "expand": "expand deltas", "zeros": "zeros",
+                "windows": "shifted contractions"}
         parts = [f"{s['flops']:.4g} ({what[s['kind']] or s['label']})" for s in ex.networks if s["kind"] != "map"]
         total = f"{ex.plan.flops:.4g} FLOPs" + (f" = {' + '.join(parts)}" if len(parts) > 1 else "")
         moved = f", {ex.plan.moved:.4g} elements moved by index maps" if ex.plan.moved else ""
@@ -815,6 +823,9 @@ def _render(ex: Explanation) -> str:
                 lines.append(f"      {eq:<24} {flops} FLOPs")
         elif net["kind"] == "zeros":
             lines.append(f"  zeros of shape {net['shape']} (a size-0 axis): 0 FLOPs")
+        elif net["kind"] == "windows":
+            lines.append(f"  {net['label']}, into shape {net['shape']}: {net['flops']:.4g} FLOPs, "
+                         f"{net['moved']} elements moved")
         elif net["kind"] == "map":
             lines.append(f"  {net['label']} into shape {net['shape']}: {net['moved']} elements moved "
                          f"(memory traffic, not FLOPs)")

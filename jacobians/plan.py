@@ -32,7 +32,7 @@ import opt_einsum as oe
 from .limits import format_bytes
 from .network import Cost, Network
 
-__all__ = ["Slot", "Link", "MapLink", "Ones", "Eye", "Source", "NetStep", "MapStep", "ExpandStep", "ZeroStep",
+__all__ = ["Slot", "Link", "MapLink", "Ones", "Eye", "Source", "NetStep", "WindowStep", "MapStep", "ExpandStep", "ZeroStep",
            "Step", "Result",
            "Plan", "readable"]
 
@@ -90,6 +90,46 @@ class NetStep:
 
     def operands(self):
         """``(term, shape, source)`` per operand of the network, in its order."""
+        return zip(self.network.terms, self.network.shapes, self.sources)
+
+
+@dataclass(frozen=True)
+class WindowStep:
+    """A network whose result is scattered through sliding windows (a convolution's transposed
+    Jacobian in reverse accumulation), contracted once per kernel offset instead of as one block.
+
+    ``network`` is the whole network (its output carries, per window, an output position ``p``
+    and a kernel offset ``i`` read at input position ``h = p*stride + i*dilation - padding``); the
+    block it makes is the kernel's size times the result (im2col).  Instead, for each combination
+    of offsets, ``sub`` (the network with the offsets fixed: the operands that carry them are
+    sliced) is contracted on ``path`` and added into the result's strided view: the shifted-GEMM
+    form of a transposed convolution.  ``windows``: per window ``(source, p, i, h, spans)``, with
+    ``spans[i] = (lo, hi, start, stride)``: output positions ``lo:hi`` land at ``start::stride``.
+    ``result``: the result's labels (the network's other output labels, then each ``h``).
+    The operands that carry no offset (``fixed``, positions in ``network``) are contracted
+    once by ``pre`` on ``pre_path`` (its output laid out with the labels ``sub`` sums last, so
+    that each shifted contraction is one GEMM on contiguous memory); ``sub``'s operands are
+    that result, then the ``varying`` operands with their offsets fixed.
+    """
+
+    network: Network
+    pre: Network
+    pre_path: tuple
+    fixed: tuple
+    varying: tuple
+    sub: Network
+    path: tuple
+    sources: tuple           # of Slot | Link | Ones, one per network term
+    windows: tuple
+    result: str
+    shape: tuple
+    slot: int
+    cost: Cost
+    label: str
+    free: tuple = ()
+    fetch: tuple = field(default=(), repr=False)
+
+    def operands(self):
         return zip(self.network.terms, self.network.shapes, self.sources)
 
 
@@ -186,7 +226,7 @@ class ZeroStep:
         return Cost(0, math.prod(self.shape), ())
 
 
-Step = Union[NetStep, MapStep, ExpandStep, ZeroStep]
+Step = Union[NetStep, WindowStep, MapStep, ExpandStep, ZeroStep]
 
 
 class Result(NamedTuple):
@@ -257,6 +297,11 @@ class Plan:
             if isinstance(s, NetStep):
                 sliced = f", in {s.chunk[1]} slices" if s.chunk else ""
                 lines.append(f"  {s.label}: {readable(s.network.eq)}  path {list(s.path)}  {s.cost.flops:.3g} FLOPs{sliced}")
+            elif isinstance(s, WindowStep):
+                offsets = math.prod(len(w[4]) for w in s.windows)
+                lines.append(f"  {s.label}: {readable(s.network.eq)} as {offsets} shifted "
+                             f"{readable(s.sub.eq)}  path {list(s.path)}  {s.cost.flops:.3g} FLOPs, "
+                             f"{s.cost.moved:.3g} moved")
             elif isinstance(s, MapStep):
                 what = "0/1 map" if isinstance(s.array, Ones) else s.direction
                 lines.append(f"  {s.label}: {what} {readable(s.out + '->' + s.inp)}  {s.cost.moved:.3g} moved")

@@ -34,7 +34,8 @@ from .limits import JacobianTooLarge, check_bytes, memory_limit
 from .factored import IndexMapsPending
 from .indexmaps import map_cost
 from .network import Cost, Network, resolve_order
-from .plan import Eye, ExpandStep, Link, MapLink, MapStep, NetStep, Ones, Plan, Result, Slot, ZeroStep, readable
+from .plan import (Eye, ExpandStep, Link, MapLink, MapStep, NetStep, Ones, Plan, Result, Slot, WindowStep, ZeroStep,
+                   readable)
 
 __all__ = ["make_plan", "structure"]
 
@@ -186,6 +187,9 @@ class _Planner:
         read = set("".join(i for _, i in maps))
         need = "".join(dict.fromkeys([*top, *(l for l in bottom if l not in read), *"".join(o for o, _ in maps)]))
         if any(p for p, _, _ in pieces):   # any operand, a 0-d one (avg-pool's 1/divisor) too
+            fused = self._windows(pieces, walked, top, bottom, maps, link, label, need)
+            if fused is not None:
+                return fused
             labels, array = self._network(pieces, walked, need, label)
         else:
             array, labels = None, ""   # the identity and a link of maps alone: scatter ones
@@ -197,6 +201,69 @@ class _Planner:
             array = self._map_step(link, j, out, inp, src, labels, "scatter", keep, result, label)
             labels = result
         return Block(tuple(top), tuple(bottom), labels, array)
+
+    def _windows(self, pieces, walked, top, bottom, maps, link, label, need: str) -> Block | None:
+        """Reverse through sliding windows only (a convolution's input or a pooling window): a
+        :class:`~jacobians.plan.WindowStep`, one contraction per kernel offset added into a strided
+        view of the result, instead of the im2col-sized block and its scatters.  None when the
+        maps are not all plain windows (no label kept), or the network is trivial."""
+        found = [self.factors[link].maps[j] for j in range(len(maps))]
+        if any(m.window is None for m in found) or any(len(out) != 2 or len(inp) != 1 for out, inp in maps):
+            return None
+        later = set(top) | set(bottom)
+        if any(l in later for out, _ in maps for l in out):
+            return None   # a label the scatters keep: not a plain window
+        terms = [t for p, _, _ in pieces for t, _ in p]
+        sources = [s for p, _, _ in pieces for _, s in p]
+        extra = [l for l in dict.fromkeys(need + "".join(walked)) if l not in set("".join(terms))]
+        terms += extra
+        sources += [Ones((self.sizes[l],)) for l in extra]
+        if len(terms) == 1 or any(self.sizes[l] == 0 for t in terms for l in t):
+            return None
+        offsets = "".join(out[1] for out, _ in maps)
+        if math.prod(self.sizes[i] for i in offsets) < 2:
+            return None
+        rest = "".join(l for l in need if not any(l in out for out, _ in maps))
+        result = rest + "".join(inp for _, inp in maps)
+        net = Network(tuple(terms), tuple(tuple(self.sizes[l] for l in t) for t in terms), need)
+        fixed = tuple(k for k, t in enumerate(terms) if not any(i in t for i in offsets))
+        varying = tuple(k for k in range(len(terms)) if k not in fixed)
+        if not fixed:
+            return None
+        sub_out = rest + "".join(out[0] for out, _ in maps)
+        var_terms = ["".join(l for l in terms[k] if l not in offsets) for k in varying]
+        carried = set("".join(terms[k] for k in fixed))
+        later = set(sub_out).union(*var_terms)
+        pre_out = "".join(l for l in sub_out if l in carried) + \
+            "".join(l for l in dict.fromkeys("".join(terms[k] for k in fixed)) if l in later and l not in sub_out)
+        pre = Network(tuple(terms[k] for k in fixed), tuple(net.shapes[k] for k in fixed), pre_out)
+        pre_path = resolve_order("optimal")(pre) if len(fixed) > 1 else ()
+        pre_cost = pre.cost(pre_path) if len(fixed) > 1 else Cost(0, math.prod(self.sizes[l] for l in pre_out), ())
+        sub_terms = (pre_out, *var_terms)
+        sub = Network(sub_terms, tuple(tuple(self.sizes[l] for l in t) for t in sub_terms), sub_out)
+        path = resolve_order("optimal")(sub)
+        cost = sub.cost(path)
+        windows = []
+        for j, ((p, i), h) in enumerate(maps):
+            stride, dilation, padding = found[j].window
+            n_out, kernel, n = self.sizes[p], self.sizes[i], self.sizes[h]
+            spans = []
+            for k in range(kernel):
+                first = k * dilation - padding
+                lo = -(first // stride) if first < 0 else 0
+                hi = min(n_out, (n - 1 - first) // stride + 1) if n - 1 >= first else 0
+                spans.append((lo, max(hi, lo), lo * stride + first, stride))
+            windows.append((MapLink(*link, j), p, i, h, tuple(spans)))
+        times = math.prod(self.sizes[i] for i in offsets)
+        shape = tuple(self.sizes[l] for l in result)
+        n_result, n_part = math.prod(shape), math.prod(self.sizes[l] for l in sub.output)
+        largest = max(n_result, cost.largest_intermediate, pre_cost.largest_intermediate)
+        check_bytes(largest * self.itemsize, f"an intermediate of {label}", shape)
+        step = WindowStep(net, pre, pre_path, fixed, varying, sub, path, tuple(sources), tuple(windows), result,
+                          shape, len(self.steps),
+                          Cost(pre_cost.flops + cost.flops * times, largest, path, n_part * times + n_result), label)
+        self.steps.append(step)
+        return Block(tuple(top), tuple(bottom), result, step.slot)
 
     def _gather(self, block: Block, maps, link, label) -> list:
         """Forward: gather each map from ``block``'s array; maps tied to the block by a delta as 0/1 terms."""
@@ -585,7 +652,7 @@ def _bookkeeping(plan: Plan) -> Plan:
     steps = []
     for i, step in enumerate(plan.steps):
         free = tuple(s for s, last in last_use.items() if last == i and s not in keep)
-        if isinstance(step, NetStep):
+        if isinstance(step, (NetStep, WindowStep)):
             fetch = tuple((0, s.index) if isinstance(s, Slot) else
                           (1, link_pos[(s.node, s.arg)], s.operand) if isinstance(s, Link) else
                           (2, s.shape) for s in step.sources)

@@ -150,3 +150,34 @@ def test_pools_match_pytorch():
             f = lambda t: F.avg_pool2d(t, count_include_pad=cip, **kw)
             np.testing.assert_allclose(y, f(tx).numpy(), atol=1e-14)
             np.testing.assert_allclose(J, torch.autograd.functional.jacobian(f, tx).numpy(), atol=1e-14)
+
+
+@pytest.mark.parametrize("kw", CONV, ids=str)
+def test_reverse_through_a_convolution_never_forms_the_im2col_block(kw):
+    """Reverse accumulation through conv2d (and an average pool) contracts once per kernel offset into
+    strided windows of the result (a WindowStep), instead of the (kernel x result)-sized block and its
+    scatters; the Jacobians equal forward accumulation's and central differences."""
+    x, W1, W2 = RNG.normal(size=(2, 2, 9, 8)), RNG.normal(size=(3, 2, 3, 2)), RNG.normal(size=(2, 3, 2, 2))
+
+    def f(x, W1, W2):
+        h = np.tanh(jac.fn.conv2d(x, W1, **kw))
+        h = jac.fn.avg_pool2d(h, kernel_size=2, stride=1)
+        h = jac.fn.conv2d(h, W2)
+        return np.tanh(h).sum(axis=(2, 3))
+
+    rev = jac.jacobian(f, wrt=("x", "W1"), batched="x", order="reverse")
+    plan = rev.plan(x, W1, W2)
+    windows = [s for s in plan.steps if type(s).__name__ == "WindowStep"]
+    assert windows
+    for s in windows:
+        im2col = int(np.prod([s.network.sizes[l] for l in s.network.output]))
+        assert s.cost.largest_intermediate < im2col
+    J = rev(x, W1, W2)
+    Jf = jac.jacobian(f, wrt=("x", "W1"), batched="x", order="forward")(x, W1, W2)
+    for k in J:
+        np.testing.assert_allclose(J[k], Jf[k], rtol=1e-12, atol=1e-13)
+    from jacobians.testing import numerical_jacobian
+    np.testing.assert_allclose(J["x"][1], numerical_jacobian(lambda x1: f(x1[None], W1, W2)[0], x[1]),
+                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(J["W1"][0], numerical_jacobian(lambda V: f(x[:1], V, W2)[0], W1),
+                               rtol=1e-6, atol=1e-8)
