@@ -22,7 +22,12 @@ from .network import contract_pair
 from .plan import ExpandStep, MapStep, NetStep, Plan, Slot, WindowStep
 from .planner import structure
 
-__all__ = ["execute"]
+__all__ = ["execute", "StructureChanged"]
+
+
+class StructureChanged(RuntimeError):
+    """A link's factored Jacobian has another structure than the plan was made for (a cached
+    plan keyed by shapes met a parameter whose values change the structure): plan afresh."""
 
 
 def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, np.ndarray]:
@@ -38,7 +43,7 @@ def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, 
             c, k = key
             f = nodes[c].builders[k](check=False)   # validated when the plan was made
             if structure(f) != expected:  # a plan relies on structure alone; a rule that breaks that is a bug
-                raise RuntimeError(f"jacobian: the structure of {nodes[c].name}'s Jacobian w.r.t. "
+                raise StructureChanged(f"jacobian: the structure of {nodes[c].name}'s Jacobian w.r.t. "
                                    f"{nodes[c].op.arrays[k]} differs from the plan's ({expected} vs {structure(f)})")
         operands.append(f)
     link_pos = {key: p for p, (key, _) in enumerate(plan.links)}

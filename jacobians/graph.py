@@ -137,8 +137,8 @@ def _hashable(v):
         return tuple(_hashable(x) for x in v)
     if isinstance(v, dict):
         return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
-    if isinstance(v, np.ndarray):
-        raise _Unhashable
+    if isinstance(v, np.ndarray):   # an index array (E[ids], take): plans depend on its shape, not its values
+        return ("ndarray", v.shape, v.dtype.str)
     try:
         hash(v)
     except TypeError:

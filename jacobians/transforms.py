@@ -23,7 +23,7 @@ import numpy as np
 
 from . import hessians, products
 from .errors import as_float_array
-from .execute import execute
+from .execute import StructureChanged, execute
 from .graph import Graph, trace, unflatten
 from .limits import memory_limit
 from .network import resolve_order
@@ -151,7 +151,13 @@ class JacobianFunction(Transform):
 
     def __call__(self, *args, **kwargs):
         graph, plan, factors = self._trace_and_plan(args, kwargs)
-        results = execute(plan, graph, factors)
+        try:
+            results = execute(plan, graph, factors)
+        except StructureChanged:
+            if factors is not None:   # a fresh plan on this very graph: a rule broke its structure
+                raise
+            graph, plan, factors = self._trace_and_plan(args, kwargs, fresh=True)
+            results = execute(plan, graph, factors)
         if not graph.several:
             return results[self.wrt[0]] if self.single else results
         per_leaf = [results[(k, self.wrt[0])] if self.single else {n: results[(k, n)] for n in self.wrt}
@@ -167,13 +173,15 @@ class JacobianFunction(Transform):
         graph, plan, _ = self._trace_and_plan(args, kwargs)
         return graph, plan
 
-    def _trace_and_plan(self, args, kwargs) -> tuple[Graph, Plan, dict | None]:
+    def _trace_and_plan(self, args, kwargs, fresh: bool = False) -> tuple[Graph, Plan, dict | None]:
+        """Trace, then the cached plan for the trace's signature, or a new one (``fresh``: always new,
+        replacing the cached one: a cached plan met a structure its key did not capture)."""
         graph = self._trace(args, kwargs)
         key = graph.signature
         if key is not None:
             key = (memory_limit(), key)   # sizes are checked and slices chosen against the limit
             with self._lock:
-                plan = self._cache.get(key)
+                plan = None if fresh else self._cache.get(key)
                 if plan is not None:
                     self._cache.move_to_end(key)
             if plan is not None:

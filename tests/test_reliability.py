@@ -446,3 +446,33 @@ def test_optimal_drops_a_candidate_over_the_limit_and_keeps_one_that_fits():
     h = np.tanh(B @ x)
     expected = (1 - np.tanh(A[:, 1:] @ h[1:]) ** 2)[:, None] * (A[:, 1:] * (1 - h[1:] ** 2)) @ B[1:]
     np.testing.assert_allclose(J, expected, rtol=1e-10, atol=1e-13)
+
+
+def test_index_arrays_key_plans_by_shape_and_a_changed_structure_replans():
+    """``E[ids]`` with new ids of the same shape reuses the plan (the ids are read from each call's
+    trace); a cached plan whose links no longer fit the trace is replaced, never run."""
+    from dataclasses import replace
+
+    from jacobians import transforms
+    r = np.random.default_rng(3)
+    E, W = r.normal(size=(30, 4)), r.normal(size=(2, 4))
+    f = lambda ids, E, W: np.mean(E[ids], axis=1) @ W.T
+    jf = jac.jacobian(f, wrt="E", batched="ids")
+    made = []
+    real = transforms.make_plan
+    try:
+        transforms.make_plan = lambda *a, **k: made.append(1) or real(*a, **k)
+        for _ in range(3):
+            ids = r.integers(0, 30, size=(3, 5))
+            J = jf(ids, E, W)
+            for b in range(3):
+                ref = numerical_jacobian(lambda E: f(ids[b:b + 1], E, W)[0], E)
+                np.testing.assert_allclose(J[b], ref, rtol=1e-6, atol=1e-8)
+        assert len(made) == 1
+        (key, plan), = jf._cache.items()
+        (link, structure), *rest = plan.links
+        jf._cache[key] = replace(plan, links=((link, structure[:-1] + (("bogus",),)), *rest))
+        np.testing.assert_allclose(jf(ids, E, W), J, rtol=1e-14)
+        assert len(made) == 2 and jf._cache[key].links == plan.links
+    finally:
+        transforms.make_plan = real
