@@ -106,6 +106,21 @@ class IndexMap(tuple):
             self.__dict__["_injective"] = bool(hits.max(initial=0) <= 1)
         return self.__dict__["_injective"]
 
+    @property
+    def as_slice(self) -> slice | None:
+        """The map as a basic slice ``start:stop:step`` of its one input axis when its one output axis
+        reads an arithmetic progression (``x[:, 1:5]``, a gate ``z[:, k*H:(k+1)*H]``, a flip); else None."""
+        if "_slice" not in self.__dict__:
+            sl = None
+            idx = self.index
+            if idx.ndim == 1 and len(self.in_shape) == 1 and idx.size and not self.padded:
+                step = int(idx[1] - idx[0]) if idx.size > 1 else 1
+                if step != 0 and (idx.size == 1 or bool((np.diff(idx) == step).all())):
+                    stop = int(idx[-1]) + step
+                    sl = slice(int(idx[0]), None if stop < 0 else stop, step)
+            self.__dict__["_slice"] = sl
+        return self.__dict__["_slice"]
+
     def dense(self, dtype=np.float64) -> np.ndarray:
         """The explicit 0/1 tensor over ``out + inp`` (for the checker and :meth:`Factored.without_maps`)."""
         shape = self.out_shape + self.in_shape
@@ -174,6 +189,10 @@ def gather(m: IndexMap, array: np.ndarray, labels: str) -> tuple[np.ndarray, str
     for l in shared:
         if size[l] != m.sizes[l]:
             raise ValueError(f"gather: label {l!r} is {size[l]} in the array, {m.sizes[l]} in {m!r}")
+    if not shared and m.as_slice is not None:   # a basic slice: a strided copy, no index arithmetic
+        k = labels.index(m.inp)
+        moved = np.moveaxis(array[(slice(None),) * k + (m.as_slice,)], k, -1)
+        return np.ascontiguousarray(moved), rest + new
     a = array.transpose([labels.index(l) for l in shared + rest + m.inp])
     ns, nr = math.prod(size[l] for l in shared), math.prod(size[l] for l in rest)
     a = a.reshape(ns, nr, m.in_size)
@@ -232,6 +251,13 @@ def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "", order: 
     dtype = np.result_type(array.dtype, np.float32) if np.issubdtype(array.dtype, np.floating) else np.float64
     if m.padded:
         valid = idx >= 0
+    if not keep and m.as_slice is not None:   # a basic slice: zeros, one strided assignment
+        shape = [size[l] for l in rest] + list(m.in_shape)
+        out_order = natural if order is None else order
+        owner = np.zeros([dict(zip(natural, shape))[l] for l in out_order], dtype=dtype)
+        view = owner.transpose([out_order.index(l) for l in natural]) if order is not None else owner
+        view[..., m.as_slice] = a.reshape([size[l] for l in rest] + [-1])
+        return owner, out_order
     if nk == 1 and m.injective:  # every input position read at most once: plain assignment
         result = np.zeros((nk, nr, m.in_size), dtype=dtype)
         if m.padded:

@@ -252,3 +252,25 @@ def test_every_indexing_op_products_equal_dense_products(spec):
         np.testing.assert_allclose(f.product(u, "out")[0].reshape(-1, 2), Jm.T @ u.reshape(-1, 2), atol=1e-12)
         v32 = v.astype(np.float32)
         assert f.product(v32, "in")[0].dtype == np.result_type(v32, *[a for _, a in f.terms])
+
+
+def test_progressions_are_basic_slices():
+    """Slices, strided slices and flips run as basic slicing (a strided copy or assignment);
+    repeats, pads and gathers keep their index arithmetic."""
+    assert axis_map("a", "h", [1, 2, 3, 4], 6).as_slice == slice(1, 5, 1)
+    assert axis_map("a", "h", [0, 2, 4], 6).as_slice == slice(0, 6, 2)
+    assert axis_map("a", "h", [5, 4, 3, 2, 1, 0], 6).as_slice == slice(5, None, -1)
+    assert axis_map("a", "h", [3], 6).as_slice == slice(3, 4, 1)
+    for m in (axis_map("a", "h", [0, 0, 2, 2, 5], 6), axis_map("a", "h", [-1, 0, 1, -1], 6),
+              IndexMap("ab", "hw", RNG.integers(0, 12, size=(3, 2)), (3, 4))):
+        assert m.as_slice is None
+    x = RNG.normal(size=(2, 6, 3))
+    for m in (axis_map("a", "h", [5, 3, 1], 6), axis_map("a", "h", [1, 2, 3, 4], 6)):
+        got, labels = gather(m, x, "zhy")
+        assert labels == "zya"
+        np.testing.assert_array_equal(got, x[:, m.as_slice].transpose(0, 2, 1))
+        back, labels = scatter(m, got, "zya")
+        ref = np.zeros_like(x.transpose(0, 2, 1))
+        ref[..., m.as_slice] = got
+        assert labels == "zyh"
+        np.testing.assert_array_equal(back, ref)
