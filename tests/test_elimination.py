@@ -68,7 +68,7 @@ def _same_as_planner(graph, wrt, mode, batched) -> None:
     if not found:  # the output depends on no wrt: nothing to eliminate (the planner makes zeros)
         return
     (_, planner, blocks, _, _), = found
-    _finish(planner, {(graph.output, n): b for n, b in blocks.items()}, () if batched is None else (batched,))
+    _finish(planner, blocks, () if batched is None else (batched,))
     mine = _costs(planner.steps)
     assert mine[0] == today[0] and mine[1] <= today[1], (mode, wrt, mine, today)
 
