@@ -48,6 +48,7 @@ from .network import bracket_plan
 __all__ = ["compare", "Report", "Row", "Timing", "chain_dims", "cs182_prediction", "blas_threads"]
 
 DEFAULT_ORDERS = ("forward", "reverse", "optimal", "bracket", "jvp", "vjp")
+ELIMINATION_ORDERS = ("markowitz", "optimal-elimination")  # rows added where the graph branches
 DEFAULT_REPEATS = 5       # at least this many timed calls per order ...
 DEFAULT_MIN_TIME = 0.2    # ... and at least this many seconds of them (timeit's autorange aims at 0.2 s too)
 CS182_PATTERN = "an unbatched chain of dense links (each link one dense matrix)"
@@ -328,13 +329,14 @@ def compare(f: Callable, *args, wrt, batched=None, output=None, orders: Sequence
     ``output`` picks one (``output=0``, ``output="h"``); without it such an ``f`` raises
     a ValueError that lists the choices.
     """
+    asked = orders is not DEFAULT_ORDERS   # the default also gets the elimination rows where the graph branches
     orders = _check_options(orders, repeats, min_time, progress)
-    unknown = [o for o in orders if o not in DEFAULT_ORDERS]
+    unknown = [o for o in orders if o not in DEFAULT_ORDERS + ELIMINATION_ORDERS]
     if not orders:
         raise ValueError(f"compare: orders is empty; valid options are {', '.join(map(repr, DEFAULT_ORDERS))}")
     if unknown:
         raise ValueError(f"compare: unknown order {unknown[0]!r}; valid options are "
-                         f"{', '.join(map(repr, DEFAULT_ORDERS))}")
+                         f"{', '.join(map(repr, DEFAULT_ORDERS + ELIMINATION_ORDERS))}")
     if not isinstance(wrt, (str, int)) or isinstance(wrt, bool):
         raise ValueError(f"compare: wrt names one argument (a name or a position); got {wrt!r}")
     say = progress or (lambda msg: None)
@@ -366,6 +368,8 @@ def compare(f: Callable, *args, wrt, batched=None, output=None, orders: Sequence
     else:
         report.notes.append(_cs182_note(batched, nets))
     itemsize = ref.dtype.itemsize
+    elimination = [o for o in (orders if asked else ELIMINATION_ORDERS) if o in ELIMINATION_ORDERS]
+    orders = [o for o in orders if o not in ELIMINATION_ORDERS]
     for order in orders:
         if order == "optimal":
             plan, timing, J = ref_plan, ref_timing, ref
@@ -395,6 +399,9 @@ def compare(f: Callable, *args, wrt, batched=None, output=None, orders: Sequence
         row = Row(order, flops, None if dims is None else cs182_prediction(dims, order), largest, largest * itemsize,
                   t.median, t.q1, t.q3, t.min, t.max, t.count, diff, diff / scale, how, moved)
         report.rows.append(row)
+    if elimination:
+        report.rows += _elimination_rows(f, args, kwargs, wrt, batched, graph, name, ref, elimination,
+                                         repeats, min_time, say, itemsize, report.notes)
     if "bracket" in orders and "optimal" in orders and len(nets) == 1:
         b, o = report.row("bracket"), report.row("optimal")
         _, model, text = bracket_plan(nets[0].network)
@@ -402,6 +409,40 @@ def compare(f: Callable, *args, wrt, batched=None, output=None, orders: Sequence
                             + ("same FLOPs as the path search" if b.flops == o.flops else
                                f"the path search, which sees deltas and the batch, needs {o.flops / max(b.flops, 1):.2f}x its FLOPs"))
     return report
+
+
+def _elimination_rows(f, args, kwargs, wrt, batched, graph, name, ref, which, repeats, min_time, say,
+                      itemsize, notes) -> list[Row]:
+    """Rows for vertex-elimination orders (``which``: "markowitz", "optimal-elimination") where the
+    graph branches; none (and a note) where it does not.  "optimal-elimination" is the cheapest
+    elimination order the ``"optimal"`` search finds (forward, reverse, Markowitz or searched; the
+    plain "optimal" row may be an accumulation instead), replayed by its node names."""
+    from .elimination import Elimination, eliminate, intermediate_vertices
+    from .planner import compute_itemsize
+    if graph.output is None or not intermediate_vertices(graph, [name]):
+        notes.append("no elimination rows: nothing branches between "
+                     f"{name} and the output (forward and reverse are the only vertex orders)")
+        return []
+    rows = []
+    for order in which:
+        say(order)
+        if order == "optimal-elimination":
+            found = eliminate(graph, [name], "optimal", "optimal", compute_itemsize(graph), {})
+            how_found = min(found, key=lambda c: c[0])
+            jf = jacobian(f, wrt=wrt, batched=batched, order=Elimination(how_found[3]))
+        else:
+            jf = jacobian(f, wrt=wrt, batched=batched, order=order)
+        plan = jf.plan(*args, **kwargs)
+        timing, J = _timed(lambda: jf(*args, **kwargs), repeats, min_time)
+        diff = float(np.abs(J - ref).max(initial=0.0))
+        scale = float(np.abs(ref).max(initial=0.0)) or 1.0
+        how = f"eliminate {' -> '.join(plan.elimination)}" if plan.elimination else plan.strategy
+        if order == "optimal-elimination":
+            how = f"{how_found[4]} order: {how}"
+        t = timing
+        rows.append(Row(order, plan.flops, None, plan.largest_intermediate, plan.largest_intermediate * itemsize,
+                        t.median, t.q1, t.q3, t.min, t.max, t.count, diff, diff / scale, how, plan.moved))
+    return rows
 
 
 def _describe(plan, order) -> str:

@@ -91,7 +91,7 @@ class _State:
     """The graph during elimination: edges ``(u, w) -> [term, ...]`` (a term: a Block, or a raw chain
     as a tuple of (node, arg) links, output end first), and the steps made so far (in ``planner``)."""
 
-    def __init__(self, planner: _Planner, sources: set[int], out: int, edges: dict) -> None:
+    def __init__(self, planner: _Planner, sources: set[int], outs: set[int], edges: dict) -> None:
         # one label namespace for every clone of this state: labels stay unique across search
         # branches, so the label sizes are one shared, append-only dict (a clone copies no labels)
         counter = self.counter = [1000]   # 1000: clear of the ops' ASCII letters
@@ -105,7 +105,7 @@ class _State:
         planner.fresh = fresh
         self.planner = planner
         self.sources = sources
-        self.out = out
+        self.outs = outs
         self.edges = edges
         self.preds: dict[int, set] = {}
         self.succs: dict[int, set] = {}
@@ -134,7 +134,10 @@ class _State:
         return time.perf_counter() > deadline or self.counter[0] > LABELS_FOR_SEARCH
 
     def remaining(self) -> list[int]:
-        return sorted(v for v in self.preds if v not in self.sources and v != self.out and self.preds[v])
+        """The vertices still to eliminate: intermediates, and outputs that still feed others (an
+        output is eliminated keeping its in-edges: its own Jacobian stays)."""
+        return sorted(v for v in self.preds if v not in self.sources and self.preds[v]
+                      and (v not in self.outs or self.succs.get(v)))
 
     # ---------------------------------------------------------------- products
 
@@ -255,7 +258,7 @@ class _State:
         in_terms = [t for u in ins for t in self.edges[(u, v)]]
         out_terms = [t for w in outs for t in self.edges[(v, w)]]
         if len(in_terms) == 1 and len(out_terms) == 1 and isinstance(in_terms[0], tuple) \
-                and isinstance(out_terms[0], tuple):
+                and isinstance(out_terms[0], tuple) and v not in self.outs:
             self._detach(v, ins, outs)
             self._insert(ins[0], outs[0], out_terms[0] + in_terms[0])   # a free chain merge
             self.eliminated.append(v)
@@ -296,18 +299,20 @@ class _State:
         return list(terms)
 
     def _detach(self, v: int, ins, outs) -> None:
-        for u in ins:
-            del self.edges[(u, v)]
-            self.succs[u].discard(v)
+        if v not in self.outs:   # an output keeps its in-edges: they are its Jacobian
+            for u in ins:
+                del self.edges[(u, v)]
+                self.succs[u].discard(v)
+            self.preds[v] = set()
         for w in outs:
             del self.edges[(v, w)]
             self.preds[w].discard(v)
-        self.preds[v] = set()
         self.succs[v] = set()
 
-    def finish(self) -> dict[int, Block]:
-        """After every intermediate vertex: ``d out / d source`` per source, one block each."""
-        return {u: self.consolidate(u, self.out) for u in sorted(self.sources) if (u, self.out) in self.edges}
+    def finish(self) -> dict[tuple[int, int], Block]:
+        """After every intermediate vertex: ``d out / d source`` per output and source, one block each."""
+        return {(o, u): self.consolidate(u, o) for o in sorted(self.outs) for u in sorted(self.sources)
+                if (u, o) in self.edges}
 
     def markowitz(self, v: int) -> tuple:
         """(free merge?, size-weighted Markowitz degree, name) -- the smaller, the sooner."""
@@ -326,25 +331,33 @@ def _path(path_of, net: Network) -> tuple:
 
 # ---------------------------------------------------------------- orders
 
+def _outputs(graph) -> set[int]:
+    """The traced output nodes that are not inputs (an input returned as it is needs no elimination)."""
+    return {o for o in graph.outputs if o is not None} - set(graph.inputs.values())
+
+
 def _initial(graph, wrt: list[str], order_path, itemsize: int, factors: dict) -> _State | None:
     sources = {graph.inputs[n] for n in wrt}
-    segs = _segments(graph, sources, {graph.output})
+    outs = _outputs(graph)
+    segs = _segments(graph, sources, outs) if outs else []
     if not segs:
         return None
     planner = _Planner(graph, order_path, itemsize, factors)
     edges: dict = {}
     for s in segs:
         edges.setdefault((s.start, s.end), []).append(tuple(reversed(s.links)))
-    return _State(planner, sources, graph.output, edges)
+    return _State(planner, sources, outs, edges)
 
 
 def intermediate_vertices(graph, wrt: list[str]) -> list[str]:
-    """The names of the vertices an elimination order orders (branch points that are neither
-    a differentiated input nor the output), in topological order."""
+    """The names of the vertices an elimination order orders, in topological order: branch points
+    that are neither a differentiated input nor an output, and outputs that feed other outputs."""
     sources = {graph.inputs[n] for n in wrt}
-    segs = _segments(graph, sources, {graph.output})
+    outs = _outputs(graph)
+    segs = _segments(graph, sources, outs) if outs else []
     vs = {s.start for s in segs} | {s.end for s in segs}
-    return [graph.nodes[v].name for v in sorted(vs - sources - {graph.output})]
+    feeding = {s.start for s in segs} & outs
+    return [graph.nodes[v].name for v in sorted((vs - sources - outs) | feeding)]
 
 
 def _run(state: _State, order: list[int], side: str | None) -> _State:
@@ -432,7 +445,9 @@ def _search(start: _State, deadline: float, best_flops: float) -> _State | None:
 
 def eliminate(graph, wrt: list[str], order, path_order, itemsize: int, factors: dict,
               search_time: float | None = None) -> list[tuple[int, _Planner, dict, tuple[str, ...], str]]:
-    """Candidate plans by vertex elimination: ``(flops, planner, blocks, order as names, how)``.
+    """Candidate plans by vertex elimination: ``(flops, planner, blocks, order as names, how)``;
+    ``blocks`` maps ``(output node, wrt name)`` to a Block, or None where that output does not
+    depend on that argument (every traced output of the graph, several or one).
 
     ``order``: "forward", "reverse", "markowitz", "optimal" (several candidates: forward,
     reverse, Markowitz, searched) or an :class:`Elimination`.  ``path_order`` picks each
@@ -478,8 +493,13 @@ def eliminate(graph, wrt: list[str], order, path_order, itemsize: int, factors: 
                          f"{', '.join(map(repr, GRAPH_ORDERS))} or Elimination((node names...))")
     results = []
     for st, how in runs:
-        blocks_by_node = st.finish()
-        blocks = {n: blocks_by_node.get(graph.inputs[n]) for n in wrt}
+        found = st.finish()
+        blocks = {}
+        for o in dict.fromkeys(o for o in graph.outputs if o is not None):
+            for n in wrt:
+                i = graph.inputs[n]
+                blocks[(o, n)] = (st.planner.identity(o) if i == o else None) if o not in st.outs \
+                    else found.get((o, i))
         names = tuple(graph.nodes[v].name for v in st.eliminated)
         results.append((st.flops, st.planner, blocks, names, how))
     return results

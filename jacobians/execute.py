@@ -71,8 +71,8 @@ def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, 
         elif type(step) is ExpandStep:
             if step.add_to is not None:
                 target = slots[step.add_to]
-                if step.copy_target:
-                    target = target.copy()
+                if step.copy_target or not isinstance(target, np.ndarray) or not target.flags.writeable:
+                    target = np.array(target)   # a 0-d contraction comes back as a numpy scalar: read-only
             else:
                 target = (np.zeros if step.has_eye else np.empty)(step.shape, dtype=dtype)
             _write_diagonal(target, step, slots[step.sources[0].index] if step.has_data else None)

@@ -753,6 +753,15 @@ def _wrap(line: str, width: int = WIDTH) -> list[str]:
     return out
 
 
+def _elimination_lines(plan) -> list[str]:
+    """The vertex-elimination order a plan used, first to last, by node name (replayable with
+    ``order=jacobians.elimination.Elimination(names)``); nothing for an accumulation plan."""
+    if not getattr(plan, "elimination", ()):
+        return []
+    return [f"  elimination order, first to last ({len(plan.elimination)} vertices): "
+            + " -> ".join(plan.elimination)]
+
+
 def _render(ex: Explanation) -> str:
     lines = [f"explain d {ex.function}/d {ex.wrt}: Jacobian shape {ex.jacobian_shape}"
              + (f", batched over {ex.batched!r}" if ex.batched else "") + f", order={ex.order!r}"]
@@ -811,6 +820,7 @@ def _render(ex: Explanation) -> str:
         total = f"{ex.plan.flops:.4g} FLOPs" + (f" = {' + '.join(parts)}" if len(parts) > 1 else "")
         moved = f", {ex.plan.moved:.4g} elements moved by index maps" if ex.plan.moved else ""
         lines.append(f"contraction ({ex.plan.strategy}): {total}{moved}; the same Jacobian by order: {costs}")
+        lines += _elimination_lines(ex.plan)
     for net in ex.networks:
         if net["kind"] == "network":
             lines.append(f"  {net['label']}: {net['eq']}   sizes "

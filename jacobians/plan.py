@@ -190,7 +190,7 @@ class ExpandStep:
 
     def __post_init__(self) -> None:
         terms, out = self.eq.split("->")
-        terms = terms.split(",") if terms else []
+        terms = terms.split(",") if self.sources else []   # one term per source; a 0-d block's is ""
         merge = {t[1]: t[0] for t, s in zip(terms, self.sources) if isinstance(s, Eye)}
         sub = [merge.get(l, l) for l in out]
         labels = list(dict.fromkeys(sub))

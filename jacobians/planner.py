@@ -594,16 +594,15 @@ def _eliminations(graph: Graph, wrt, order, itemsize, factors, batched, search_t
     a reverse accumulation where elimination does not apply (nothing branches, nothing depends on wrt)."""
     from .elimination import eliminate, intermediate_vertices  # the elimination layer sits on the planner
     out = []
-    # one output array (several outputs are accumulated per output: forward/reverse only, for now)
-    applies = not graph.several and graph.output is not None and graph.output not in graph.inputs.values()
+    inputs = set(graph.inputs.values())
+    applies = any(o is not None and o not in inputs for o in graph.outputs)   # something traced to eliminate
     if applies and (order != "optimal" or intermediate_vertices(graph, wrt)):
         try:
             found = eliminate(graph, wrt, order, "optimal", itemsize, factors, search_time)
         except IndexMapsPending:   # elimination does not contract through index maps yet: accumulate
             found = []
         for flops, planner, blocks, names, how in found:
-            keyed = {(graph.output, n): b for n, b in blocks.items()}
-            results = _by_leaf(graph, wrt, _finish(planner, keyed, batched))
+            results = _by_leaf(graph, wrt, _finish(planner, blocks, batched))
             strategy = f"vertex elimination, {how} order"
             out.append((_rank(planner), planner, results, strategy, names))
     if not out and fallback:

@@ -113,7 +113,7 @@ CASES = {
 def test_every_order_agrees_with_the_optimal_one(case):
     f, args, wrt, batched, shape = CASES[case]
     report = jac.compare(f, *args, wrt=wrt, batched=batched, repeats=1, min_time=0)
-    assert [r.order for r in report.rows] == list(DEFAULT_ORDERS)
+    assert [r.order for r in report.rows][:len(DEFAULT_ORDERS)] == list(DEFAULT_ORDERS)  # + elimination rows
     assert report.jacobian_shape == shape
     for r in report.rows:
         assert r.max_abs_diff < 1e-12 and r.max_rel_diff < 1e-12, (r.order, r.max_abs_diff)
