@@ -8,6 +8,8 @@ from .comparison import compare, Report
 from .explain import explain
 from .factored import Factored
 from .limits import JacobianTooLarge, memory_limit, set_memory_limit
+from .ntk import ntk, sample_grad_norms
 
 __version__ = "0.1.0"
-__all__ = ["ops", "fn", "jacobian", "hessian", "jvp", "vjp", "hvp", "compare", "Report", "explain", "JacobianFunction", "Plan", "Factored", "JacobianTooLarge", "memory_limit", "set_memory_limit"]
+__all__ = ["ops", "fn", "jacobian", "hessian", "jvp", "vjp", "hvp", "compare", "Report", "explain", "JacobianFunction", "Plan", "Factored", "JacobianTooLarge", "memory_limit", "set_memory_limit", "ntk",
+           "sample_grad_norms"]
