@@ -27,13 +27,14 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .chunked import independent_samples
 from .execute import execute
 from .graph import Graph
 from .limits import check_bytes, format_bytes, memory_limit
 from .network import Network, aligned, resolve_order
 from .plan import Link, Slot
 from .planner import compute_itemsize, open_reverse
-from .transforms import JacobianFunction, Transform
+from .transforms import Transform
 
 __all__ = ["ntk", "NTKFunction", "sample_grad_norms"]
 
@@ -185,16 +186,8 @@ class NTKFunction(Transform):
             raise ValueError(f"{self.what}: f returns one of its arguments; its kernel needs no contraction")
         return _Side(graph, self.wrt)
 
-    def _independent(self, x, out_ndim: int, args, kwargs) -> bool:
-        """Whether each output sample depends on its own input sample only (so chunks may split the
-        batch): the Jacobian w.r.t. the batched argument is per-sample ``(B, *O, *I)``."""
-        try:
-            plan = JacobianFunction(self.f, self.batched, self.batched, "reverse").plan(
-                **self._arguments(np.asarray(x)[:2], args, kwargs))
-        except (TypeError, ValueError):   # an integer batch (token ids): not differentiable, assume not
-            return False
-        (result,) = plan.results.values()
-        return result.slot is not None and len(result.shape) == out_ndim + np.ndim(x) - 1
+    def _independent(self, x, args, kwargs) -> bool:
+        return independent_samples(self.f, (self.batched,), self._arguments(x, args, kwargs))
 
     def _chunk(self, n1: int, n2: int, out_elems: int, itemsize: int) -> int:
         if self.chunk is not None:
@@ -217,7 +210,7 @@ class NTKFunction(Transform):
         out = probe.out_shape[1:]
         dtype = probe.dtype
         c = self._chunk(n1, n2, math.prod(out), dtype.itemsize)
-        if c < max(n1, n2) and not self._independent(x1, len(out) + 1, args, kwargs):
+        if c < max(n1, n2) and not self._independent(x1, args, kwargs):
             c = max(n1, n2)   # samples interact (a batch mean, batch norm): one block
         shape = (n1, n2) + out + out
         check_bytes(math.prod(shape) * dtype.itemsize, "the NTK", shape)
@@ -276,7 +269,7 @@ class _Norms(NTKFunction):
         probe = self._side(x[:1], args, kwargs)
         out = probe.out_shape[1:]
         c = self.chunk or max(1, min(n, memory_limit() // (16 * probe.dtype.itemsize * max(math.prod(out), 1) ** 2)))
-        if c < n and not self._independent(x, len(out) + 1, args, kwargs):
+        if c < n and not self._independent(x, args, kwargs):
             c = n
         gram = np.zeros((n,) + out + out, dtype=probe.dtype)
         for i in range(0, n, c):
