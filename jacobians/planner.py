@@ -37,7 +37,7 @@ from .network import Cost, Network, resolve_order
 from .plan import (Eye, ExpandStep, Link, MapLink, MapStep, NetStep, Ones, Plan, Result, Slot, WindowStep, ZeroStep,
                    readable)
 
-__all__ = ["make_plan", "structure"]
+__all__ = ["make_plan", "structure", "OpenChain", "open_reverse"]
 
 
 @dataclass
@@ -391,6 +391,25 @@ class _Planner:
         self.steps.append(step)
         return Block(tuple(target[:n]), tuple(target[n:]), out, step.slot)
 
+    def open_segment(self, block: Block, seg: _Segment, label: str) -> "OpenChain":
+        """``block`` times the links of ``seg`` (reverse) as an open network: its terms, not contracted.
+
+        A link holding index maps closes the segment (its block is the one term): maps are
+        contracted by gathers and scatters, never as einsum terms."""
+        links = list(reversed(seg.links))
+        if any(self.factor(c, k).maps for c, k in links):
+            block = self.segment(block, seg, "reverse", label)
+            held = self._held(block)
+            return OpenChain(tuple(t for t, _ in held), tuple(s for _, s in held), block.top, block.bottom, ())
+        pieces, walked, bottom = self._held(block), [], block.bottom
+        for c, k in links:
+            new, terms, _ = self.relabel(self.factor(c, k), bottom, "out")
+            pieces += [(t, Link(c, k, j)) for j, t in enumerate(terms)]
+            walked += bottom
+            bottom = new
+        return OpenChain(tuple(t for t, _ in pieces), tuple(s for _, s in pieces), block.top, bottom,
+                         tuple(walked))
+
     def add(self, a: Block, b: Block) -> Block:
         """``a + b`` for blocks of the same Jacobian: keep the deltas both have, expand the rest."""
         groups: dict[tuple[str, str], str] = {}
@@ -677,3 +696,57 @@ def _bookkeeping(plan: Plan) -> Plan:
         results[name] = Result(slot, shape, slot in borrowed or root(slot) in handed)
         handed.add(root(slot))
     return replace(plan, steps=tuple(steps), results=results)
+
+
+@dataclass(frozen=True)
+class OpenChain:
+    """The network of one path's ``d out / d x``, left uncontracted (for contractions of J with J).
+
+    ``terms[k]`` is fed by ``sources[k]``: a :class:`~jacobians.plan.Slot` (a block the open plan
+    accumulates) or a :class:`~jacobians.plan.Link` (an op's operand).  ``top`` labels the output's
+    axes, ``bottom`` x's; a label in both is a delta.  ``walked`` are labels summed along the chain
+    (one that no term carries is a sum over ones).  The explicit ``d out / d x`` of this path is
+    ``einsum(terms -> distinct(top + bottom))`` with the deltas written on the diagonal."""
+
+    terms: tuple
+    sources: tuple
+    top: tuple
+    bottom: tuple
+    walked: tuple = ()
+
+
+def open_reverse(graph: Graph, wrt: list[str], factors: dict, itemsize: int) -> tuple[Plan, dict, dict]:
+    """Reverse accumulation from the single output towards each ``wrt`` input, one segment short.
+
+    The plan computes the blocks ``d out / d v`` at the branch points ``v``; the last segment into
+    each wrt input is returned open (:class:`OpenChain`, one per path into it), so a caller can
+    contract two Jacobians against each other (the NTK ``J(x1) J(x2)^T``) without forming either:
+    a linear layer's ``dz/dW`` stays ``G (x) h``.  Returns the plan (its results keyed by the slots
+    the chains read), the chains per wrt name, and every label's size.  ``factors`` is filled with
+    the factored forms of the links the chains read."""
+    planner = _Planner(graph, "optimal", itemsize, factors)
+    out = graph.output
+    sources = {graph.inputs[n]: n for n in wrt}
+    chains: dict[str, list[OpenChain]] = {n: [] for n in wrt}
+    if out is not None and out not in sources:
+        segs = _segments(graph, set(sources), {out})
+        blocks = {out: planner.identity(out)} if segs else {}
+        for seg in sorted(segs, key=lambda s: (-s.start, -s.end)):
+            if seg.end not in blocks:
+                continue
+            label = f"d{graph.nodes[out].name}/d{graph.nodes[seg.start].name}"
+            if seg.start in sources:
+                chains[sources[seg.start]].append(planner.open_segment(blocks[seg.end], seg, label))
+                continue
+            block = planner.segment(blocks[seg.end], seg, "reverse", label)
+            blocks[seg.start] = planner.add(blocks[seg.start], block) if seg.start in blocks else block
+    read = {}
+    for chain in (c for cs in chains.values() for c in cs):
+        for term, src in zip(chain.terms, chain.sources):
+            if isinstance(src, Slot):
+                read[src.index] = (src.index, tuple(planner.sizes[l] for l in term))
+    dtype = np.result_type(*[graph.nodes[graph.inputs[n]].value for n in wrt], np.float32)
+    links = tuple((key, structure(factors[key])) for key in planner.used)
+    plan = _bookkeeping(Plan("reverse", "open reverse accumulation", tuple(planner.steps), read, links, itemsize,
+                             dtype.str, len(planner.steps)))
+    return plan, chains, dict(planner.sizes)
