@@ -1360,3 +1360,12 @@ def test_results_never_share_memory_with_each_other_or_the_inputs():
     assert not np.may_share_memory(Jv, a["W"])
     Jv[...] = 0
     assert np.abs(a["W"]).sum() > 0
+
+
+@pytest.mark.parametrize("order", ["forward", "reverse", "optimal", "markowitz"])
+def test_scalar_sums_of_paths_keep_every_term(order):
+    """0-d blocks added into a sum: d(x1*x2 + x1)/dx1 = x2 + 1 (reverse once dropped the 0-d term's data)."""
+    x1, x2 = np.array(0.7), np.array(0.3)
+    J = jac.jacobian(lambda x1, x2: x1 * x2 + x1, wrt=("x1", "x2"), order=order)(x1, x2)
+    assert J["x1"].shape == () and J["x2"].shape == ()
+    np.testing.assert_allclose([J["x1"], J["x2"]], [1.3, 0.7], rtol=1e-15)
