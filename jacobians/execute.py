@@ -6,13 +6,18 @@ fixed when the plan was made; a run is one pass over the steps.  Every buffer
 lives in the run's own slot list, so concurrent calls of one plan share nothing
 mutable.  The results never share memory with an input, an op's operand or each
 other.
+
+The steps run on an array backend (:mod:`jacobians.backends`, numpy by default): the
+ops' factors are numpy arrays computed on the host, moved to the backend's device once
+per call (each operand when a step first reads it); every contraction, gather,
+scatter-add, diagonal write and result buffer is the backend's.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
+from .backends import numpy as _numpy
 from .graph import Graph
 from .indexmaps import apply_map
 from .plan import ExpandStep, MapStep, NetStep, Plan, Slot
@@ -21,10 +26,12 @@ from .planner import structure
 __all__ = ["execute"]
 
 
-def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, np.ndarray]:
+def execute(plan: Plan, graph: Graph, factors: dict | None = None, xp=_numpy, device=None) -> dict:
     """The plan's Jacobians on ``graph``'s values (a trace with the plan's structural signature).
 
     ``factors`` may hold factored forms already built for this graph (by the planner).
+    ``xp`` is the backend module the steps run on and ``device`` its device (None: its default);
+    the results are its arrays.
     """
     nodes = graph.nodes
     operands = []
@@ -39,18 +46,28 @@ def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, 
         operands.append(f)
     link_pos = {key: p for p, (key, _) in enumerate(plan.links)}
     dtype = np.dtype(plan.dtype)
+    moved: dict = {}   # (link, operand) -> the factor on the backend (each moved once per call)
+
+    def operand(p: int, j: int):
+        if xp is _numpy:
+            return operands[p].terms[j][1]
+        a = moved.get((p, j))
+        if a is None:
+            a = moved[p, j] = xp.asarray(operands[p].terms[j][1], device=device)
+        return a
+
     slots: list = [None] * plan.n_slots
     for step in plan.steps:
         if type(step) is NetStep:
-            arrays = [slots[s[1]] if s[0] == 0 else operands[s[1]].terms[s[2]][1] if s[0] == 1 else
-                      np.ones(s[1], dtype=dtype) for s in step.fetch]
-            slots[step.slot] = step.network.contract(arrays, step.path, step.chunk)
+            arrays = [slots[s[1]] if s[0] == 0 else operand(s[1], s[2]) if s[0] == 1 else
+                      xp.ones(s[1], dtype, device) for s in step.fetch]
+            slots[step.slot] = step.network.contract(arrays, step.path, step.chunk, xp)
         elif type(step) is MapStep:
             f = operands[link_pos[step.source[:2]]]
             m = f.maps[step.source.map]
             m = m.relabel(dict(zip(m.labels, step.out + step.inp)))
-            array = slots[step.array.index] if type(step.array) is Slot else np.ones((), dtype=dtype)
-            result, labels = apply_map(m, array, step.labels, step.direction, step.keep)
+            array = slots[step.array.index] if type(step.array) is Slot else xp.ones((), dtype, device)
+            result, labels = apply_map(m, array, step.labels, step.direction, step.keep, xp)
             if labels != step.result:   # the planner worked out the same labels from shapes
                 raise RuntimeError(f"jacobian: a map step of {step.label} gave labels {labels!r}, planned {step.result!r}")
             slots[step.slot] = result
@@ -58,49 +75,33 @@ def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, 
             if step.add_to is not None:
                 target = slots[step.add_to]
                 if step.copy_target:
-                    target = target.copy()
+                    target = xp.copy(target)
             else:
-                target = (np.zeros if step.has_eye else np.empty)(step.shape, dtype=dtype)
-            _write_diagonal(target, step, slots[step.sources[0].index] if step.has_data else None)
-            slots[step.slot] = target
+                target = (xp.zeros if step.has_eye else xp.empty)(step.shape, dtype, device)
+            src = None
+            if step.has_data:
+                src = slots[step.sources[0].index]
+                if step.data_perm != tuple(range(len(step.data_perm))):
+                    src = xp.transpose(src, step.data_perm)
+                src = xp.reshape(src, step.data_shape)
+            slots[step.slot] = xp.write_diagonal(target, step.view, src, step.add_to is not None)
         else:  # ZeroStep
-            slots[step.slot] = np.zeros(step.shape, dtype=dtype)
+            slots[step.slot] = xp.zeros(step.shape, dtype, device)
         for s in step.free:
             slots[s] = None
     results = {}
     for name, (slot, shape, copy) in plan.results.items():
         if slot is None:
-            results[name] = np.zeros(shape, dtype=dtype)
+            results[name] = xp.zeros(shape, dtype, device)
             continue
         r = slots[slot]
-        if r.dtype != dtype:
-            r = r.astype(dtype)
+        if _dtype(r) != dtype:
+            r = xp.astype(r, dtype)
         elif copy:
-            r = r.copy()
+            r = xp.copy(r)
         results[name] = r
     return results
 
 
-def _write_diagonal(target: np.ndarray, step: ExpandStep, data) -> None:
-    """``target[diagonal] (+)= data``: the expansion of ``step.eq`` without multiplying by eyes.
-
-    The diagonal is a strided view: an axis of the view spans every target axis its label
-    ties (the sum of their strides), so no einsum letters are needed at any rank."""
-    strides = target.strides
-    shape = tuple(target.shape[g[0]] for g in step.view)
-    strides = tuple(sum(strides[a] for a in g) for g in step.view)
-    if target.flags.c_contiguous:   # a fresh block (the usual case): a view straight onto its buffer
-        view = np.ndarray(shape, target.dtype, target, 0, strides)
-    else:
-        view = as_strided(target, shape, strides, writeable=True)
-    if data is None:
-        src = 1
-    else:
-        src = np.asarray(data)
-        if step.data_perm != tuple(range(src.ndim)):
-            src = src.transpose(step.data_perm)
-        src = src.reshape(step.data_shape)
-    if step.add_to is not None:
-        view += src
-    else:
-        view[...] = src
+def _dtype(a) -> np.dtype:
+    return a.dtype if type(a) is np.ndarray else np.dtype(str(a.dtype).rpartition(".")[2])

@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 
+from .backends import numpy as _numpy
 from .limits import check_bytes
 
 __all__ = ["IndexMap", "apply_map", "gather", "scatter", "map_cost", "axis_map", "window_map"]
@@ -154,11 +155,12 @@ def _check_labels(m: IndexMap, array: np.ndarray, labels: str, fn: str) -> None:
         raise ValueError(f"{fn}: labels {labels!r} do not fit an array of shape {array.shape}")
 
 
-def gather(m: IndexMap, array: np.ndarray, labels: str) -> tuple[np.ndarray, str]:
+def gather(m: IndexMap, array, labels: str, xp=_numpy) -> tuple[np.ndarray, str]:
     """Contract ``array`` (carrying all of ``m.inp``) with the map: the result carries ``m.out``.
 
     Result labels: the map's ``out`` labels the array already carries (diagonal), the
     array's other labels, then the map's new ``out`` labels.  Costs one read per result element.
+    ``xp`` is the array's backend (:mod:`jacobians.backends`); the index stays on the host.
     """
     _check_labels(m, array, labels, "gather")
     missing = [l for l in m.inp if l not in labels]
@@ -174,30 +176,23 @@ def gather(m: IndexMap, array: np.ndarray, labels: str) -> tuple[np.ndarray, str
     for l in shared:
         if size[l] != m.sizes[l]:
             raise ValueError(f"gather: label {l!r} is {size[l]} in the array, {m.sizes[l]} in {m!r}")
-    a = array.transpose([labels.index(l) for l in shared + rest + m.inp])
+    a = xp.transpose(array, [labels.index(l) for l in shared + rest + m.inp])
     ns, nr = math.prod(size[l] for l in shared), math.prod(size[l] for l in rest)
-    a = a.reshape(ns, nr, m.in_size)
+    a = xp.reshape(a, (ns, nr, m.in_size))
     idx = m.index.transpose([m.out.index(l) for l in shared + new]).reshape(ns, 1, -1)
-    if m.padded:
-        valid = idx >= 0
-        result = np.take_along_axis(a, np.where(valid, idx, 0), axis=2)
-        result *= valid
-    elif ns == 1:
-        result = np.take(a, idx[0, 0], axis=2)
-    else:
-        result = np.take_along_axis(a, idx, axis=2)
+    result = xp.gather(a, idx, m.padded)
     shape = [size[l] for l in shared + rest] + [m.sizes[l] for l in new]
-    return result.reshape(shape), shared + rest + new
+    return xp.reshape(result, shape), shared + rest + new
 
 
-def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "") -> tuple[np.ndarray, str]:
+def scatter(m: IndexMap, array, labels: str, keep: str = "", xp=_numpy) -> tuple[np.ndarray, str]:
     """Contract ``array`` (carrying ``m.out`` labels) with the map: the result carries ``m.inp``.
 
     A scatter-add: ``result[..., index[o]] += array[..., o]``, summing over the map's
     ``out`` labels except those in ``keep`` (diagonal labels that stay on the result,
     e.g. a max pool's batch and channel).  ``out`` labels the array lacks are broadcast
     (the array is the same along them).  Result labels: ``keep``, the array's other
-    labels, then ``m.inp``.
+    labels, then ``m.inp``.  ``xp`` is the array's backend.
     """
     _check_labels(m, array, labels, "scatter")
     if any(l in labels for l in m.inp):
@@ -210,71 +205,62 @@ def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "") -> tupl
             raise ValueError(f"scatter: label {l!r} is {size[l]} in the array, {m.sizes[l]} in {m!r}")
     absent = "".join(l for l in m.out if l not in labels)
     if absent:  # broadcast along the map labels the array lacks
-        array = np.broadcast_to(array.reshape(array.shape + (1,) * len(absent)),
-                                array.shape + tuple(m.sizes[l] for l in absent))
+        array = xp.broadcast_to(xp.reshape(array, tuple(array.shape) + (1,) * len(absent)),
+                                tuple(array.shape) + tuple(m.sizes[l] for l in absent))
         labels += absent
         size.update((l, m.sizes[l]) for l in absent)
     summed = "".join(l for l in m.out if l not in keep)
     rest = "".join(l for l in labels if l not in m.out)
     if m.window is not None and not keep:
-        return _scatter_window(m, array.transpose([labels.index(l) for l in rest + m.out]), rest, size)
-    a = array.transpose([labels.index(l) for l in keep + rest + summed])
+        return _scatter_window(m, xp.transpose(array, [labels.index(l) for l in rest + m.out]), rest, size, xp)
+    a = xp.transpose(array, [labels.index(l) for l in keep + rest + summed])
     nk, nr = math.prod(size[l] for l in keep), math.prod(size[l] for l in rest)
-    a = a.reshape(nk, nr, -1)
+    a = xp.reshape(a, (nk, nr, math.prod(size[l] for l in summed)))
     idx = m.index.transpose([m.out.index(l) for l in keep + summed]).reshape(nk, -1)
-    dtype = np.result_type(array.dtype, np.float32) if np.issubdtype(array.dtype, np.floating) else np.float64
-    if m.padded:
-        valid = idx >= 0
-    if nk == 1 and m.injective:  # every input position read at most once: plain assignment
-        result = np.zeros((nk, nr, m.in_size), dtype=dtype)
-        if m.padded:
-            cols = valid[0]
-            result[0][:, idx[0, cols]] = a[0][:, cols]
-        else:
-            result[0][:, idx[0]] = a[0]
-    else:  # bincount over (keep, rest, position) triples
-        target = (np.arange(nk)[:, None, None] * nr + np.arange(nr)[None, :, None]) * m.in_size + idx[:, None, :]
-        weights = np.broadcast_to(a, target.shape)
-        if m.padded:
-            sel = np.broadcast_to(valid[:, None, :], target.shape)
-            target, weights = target[sel], weights[sel]
-        sums = np.bincount(target.ravel(), weights=np.ravel(weights), minlength=nk * nr * m.in_size)
-        result = sums.astype(dtype, copy=False)
+    result = xp.scatter_add(a, idx, m.in_size, m.padded, m.injective)
     shape = [size[l] for l in keep + rest] + list(m.in_shape)
-    return result.reshape(shape), keep + rest + m.inp
+    return xp.reshape(result, shape), keep + rest + m.inp
 
 
-def _scatter_window(m: IndexMap, a: np.ndarray, rest: str, size: dict) -> tuple[np.ndarray, str]:
+def _scatter_window(m: IndexMap, a, rest: str, size: dict, xp=_numpy) -> tuple[np.ndarray, str]:
     """col2im: ``result[..., p*stride + i*dilation - padding] += a[..., p, i]``, one strided add per offset i."""
     stride, dilation, padding = m.window
     n_out, kernel = m.out_shape
     n = m.in_shape[0]
-    dtype = np.result_type(a.dtype, np.float32) if np.issubdtype(a.dtype, np.floating) else np.float64
-    result = np.zeros(a.shape[:-2] + (n,), dtype=dtype)
+    result = xp.zeros(tuple(a.shape[:-2]) + (n,), _float_dtype(a), xp.device_of(a))
     for i in range(kernel):
         first = i * dilation - padding
         lo = -(first // stride) if first < 0 else 0                  # the first p whose position is >= 0
         hi = min(n_out, (n - 1 - first) // stride + 1) if n - 1 >= first else 0
         if hi > lo:
             start = lo * stride + first
-            result[..., start:start + (hi - lo - 1) * stride + 1:stride] += a[..., lo:hi, i]
+            result = xp.add_at(result, (..., slice(start, start + (hi - lo - 1) * stride + 1, stride)),
+                               a[..., lo:hi, i])
     return result, rest + m.inp
 
 
-def apply_map(m: IndexMap, array: np.ndarray, labels: str, direction: str, keep: str = "") -> tuple[np.ndarray, str]:
+def apply_map(m: IndexMap, array, labels: str, direction: str, keep: str = "",
+              xp=_numpy) -> tuple[np.ndarray, str]:
     """The planner's map step: ``direction="gather"`` (array carries ``m.inp``, result ``m.out``)
     or ``"scatter"`` (array carries ``m.out``, result ``m.inp``; ``keep``: out labels that stay).
 
     Returns ``(array, labels)``; other labels pass through.  Cost: :func:`map_cost`.
+    ``xp``: the array's backend (:mod:`jacobians.backends`).
     """
     if direction == "gather":
         if keep:
             raise ValueError("apply_map: keep is for scatters (a gather keeps every label it shares)")
-        return gather(m, array, labels)
+        return gather(m, array, labels, xp)
     if direction == "scatter":
-        return scatter(m, array, labels, keep)
+        return scatter(m, array, labels, keep, xp)
     raise ValueError(f"apply_map: unknown direction {direction!r}; valid options are "
                      + ", ".join(map(repr, DIRECTIONS)))
+
+
+def _float_dtype(a) -> np.dtype:
+    """The numpy dtype of a scatter's result: the array's float type (at least float32), else float64."""
+    dtype = np.dtype(str(a.dtype).rpartition(".")[2])   # torch.float64 -> float64
+    return np.result_type(dtype, np.float32) if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
 
 def map_cost(m: IndexMap, labels: str, sizes: dict[str, int], direction: str, keep: str = "") -> int:
