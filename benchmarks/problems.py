@@ -61,6 +61,7 @@ class Problem:
     peer_batched: tuple[str, ...] = ()          # vmapped on axis 0 by the peers (empty: unbatched)
     peer_inputs: Callable[[dict], dict] = lambda inputs: dict(inputs)
     orders: tuple[str, ...] = ("optimal",)      # toolkit orders timed
+    backends: tuple[str, ...] = ()              # toolkit array backends timed too (order optimal): "jax", "torch"
     notes: str = ""
     group: str = "main"                         # "main", "small", "models", "hessians": the table it belongs to
     kind: str = "jacobian"                      # "hessian": jac.hessian (out + in + in) vs jax / torch hessian
@@ -706,17 +707,17 @@ def mlp_scalar_closed(a: dict) -> dict:
 
 PROBLEMS: dict[str, Problem] = {p.name: p for p in [
     Problem("mlp_input", "tanh MLP 784-1024-1024-10, B=256: per-sample d out / d x (256, 10, 784)",
-            mlp_input_build, mlp3, ("x",), "x", mlp_input_closed, mlp3_peer, ("x",)),
+            mlp_input_build, mlp3, ("x",), "x", mlp_input_closed, mlp3_peer, ("x",), backends=("jax", "torch")),
     Problem("mlp_params", "tanh MLP 64-128-128-10, B=32: per-sample d out / d (W1, b1, W2, b2, W3, b3)",
             mlp_params_build, mlp3, ("W1", "b1", "W2", "b2", "W3", "b3"), "x", mlp_params_closed, mlp3_peer,
-            ("x",)),
+            ("x",), backends=("jax", "torch")),
     Problem("bottleneck", "x(2000) -> 2000 tanh -> 16 tanh -> 2000 tanh -> 2000, biases: full d out / d x (2000, 2000)",
             bottleneck_build, bottleneck, ("x",), None, bottleneck_closed, bottleneck_peer, (),
             orders=("optimal", "forward", "reverse"),
             notes="Bracketing matters here: (J4 J3)(J2 J1) is rank-16 work; pure forward or reverse "
                   "multiplies 2000x2000 matrices."),
     Problem("residual", "y = W2 relu(W1 x + b1) + b2 + x, B=128, D=256, H=512: per-sample d y / d x (128, 256, 256)",
-            residual_build, residual, ("x",), "x", residual_closed, residual_peer, ("x",)),
+            residual_build, residual, ("x",), "x", residual_closed, residual_peer, ("x",), backends=("jax", "torch")),
     Problem("batchnorm", "batch_norm of x (64, 32), no gamma/beta, eps 1e-5: full d y / d x (64, 32, 64, 32)",
             batchnorm_build, batchnorm, ("x",), "x", batchnorm_closed, batchnorm_peer, ()),
     Problem("clark_one_layer", "Clark's one-layer net, B=128, Dx=100, Dh=200, Nc=10: per-sample dJ / d (x, W, b1, U, b2)",

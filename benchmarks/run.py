@@ -44,6 +44,12 @@ What is measured, per problem:
   reads "repeats x calls") and cuts the repeats of an implementation whose
   samples would exceed ``--budget`` seconds in all.  JAX results are waited
   for with ``block_until_ready``; no conversion to numpy is timed.
+* **Array backends** (issue 14): a problem's ``backends`` add rows "toolkit
+  (backend=jax)" / "toolkit (backend=torch)": the same plan with its
+  contractions on that backend (numpy inputs; values and factors on the host,
+  moved to the backend every call; the backend's arrays out), so the GEMMs run
+  on XLA's or torch's CPU kernels instead of numpy's BLAS.  Skipped with
+  ``--no-peers``.
 * **Peak memory** (``--no-memory`` skips it).  Each implementation runs alone
   in a fresh subprocess (``python -m benchmarks.run --one PROBLEM IMPL``):
   inputs built and the implementation set up (imports, device_put), one
@@ -125,6 +131,7 @@ from pathlib import Path
 import numpy as np
 
 import jacobians as jac
+from jacobians.backends import get_backend
 
 from . import peers
 from .problems import HESSIANS, MODELS, PROBLEMS, SMALL_MODELS, TINY, Problem, get, mlp_chain
@@ -141,22 +148,36 @@ PLAN_WIDTH, PLAN_BATCH = 16, 8          # the planning chains (quick: 4, 2)
 
 # ---------------------------------------------------------------- implementations
 
-def toolkit_impl(problem: Problem, inputs: dict, order: str) -> peers.Impl:
-    """``jac.jacobian`` (or ``jac.hessian`` for a Hessian problem, out + in + in) of the problem's function."""
+def toolkit_impl(problem: Problem, inputs: dict, order: str, backend: str | None = None) -> peers.Impl:
+    """``jac.jacobian`` (or ``jac.hessian`` for a Hessian problem, out + in + in) of the problem's function.
+
+    ``backend``: the plan's contractions on that array backend (row ``toolkit@jax``, numpy inputs,
+    the backend's arrays out; jax's asynchronous results are waited for)."""
     if problem.kind == "hessian":  # AttributeError until jac.hessian lands: "not supported yet"
         jf = jac.hessian(problem.fn, wrt=problem.wrt if len(problem.wrt) > 1 else problem.wrt[0],
                          batched=problem.batched)
+    elif backend is not None:
+        if backend == "jax":
+            peers._jax_ops()   # float64: jax's 64-bit mode, as for the jax rows
+        jf = jac.jacobian(problem.fn, wrt=problem.wrt, batched=problem.batched, order=order, backend=backend)
     else:
         jf = jac.jacobian(problem.fn, wrt=problem.wrt, batched=problem.batched, order=order)
+    xp = get_backend(backend or "numpy")
+    ready = (lambda out: __import__("jax").block_until_ready(out)) if backend == "jax" else (lambda out: out)
 
     def call():
-        return jf(**inputs)
+        return ready(jf(**inputs))
 
     def to_numpy(out):
         if not isinstance(out, dict):
-            return {problem.wrt[0]: out}
-        return {w: out[(w, w)] for w in problem.wrt} if problem.kind == "hessian" else dict(out)
-    impl = peers.Impl(f"toolkit-{order}", f"toolkit ({order})", "toolkit", call, to_numpy)
+            return {problem.wrt[0]: xp.to_numpy(out)}
+        if problem.kind == "hessian":
+            return {w: out[(w, w)] for w in problem.wrt}
+        return {w: xp.to_numpy(v) for w, v in out.items()}
+    if backend is None:
+        impl = peers.Impl(f"toolkit-{order}", f"toolkit ({order})", "toolkit", call, to_numpy)
+    else:
+        impl = peers.Impl(f"toolkit@{backend}", f"toolkit (backend={backend})", "toolkit", call, to_numpy)
     impl.jf = jf
     return impl
 
@@ -168,6 +189,8 @@ def numpy_impl(problem: Problem, inputs: dict) -> peers.Impl:
 def make_impl(problem: Problem, inputs: dict, impl_id: str) -> peers.Impl:
     if impl_id.startswith("toolkit-"):
         return toolkit_impl(problem, inputs, impl_id.split("-", 1)[1])
+    if impl_id.startswith("toolkit@"):
+        return toolkit_impl(problem, inputs, "optimal", impl_id.split("@", 1)[1])
     if impl_id == "numpy":
         return numpy_impl(problem, inputs)
     fw, mode = impl_id.split("-", 1)
@@ -400,6 +423,11 @@ def run_problem(problem: Problem, args, machine: dict, log) -> dict:
             impls.append(failed_impl(f"toolkit-{order}", f"toolkit ({order})", "toolkit", e))
             continue
         warm(impl)
+    for backend in problem.backends if not args.no_peers else ():
+        if peers.available(backend) is None:
+            res["skipped"].append(f"toolkit (backend={backend}): {backend} not installed")
+            continue
+        warm(toolkit_impl(problem, inputs, "optimal", backend))
     warm(numpy_impl(problem, inputs))
     if not args.no_peers:
         rows, notes = peers.plan_rows(problem, inputs, outputs[ref_id]) if ref_id else ([], [])

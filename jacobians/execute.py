@@ -6,6 +6,11 @@ fixed when the plan was made; a run is one pass over the steps.  Every buffer
 lives in the run's own slot list, so concurrent calls of one plan share nothing
 mutable.  The results never share memory with an input, an op's operand or each
 other.
+
+The steps run on an array backend (:mod:`jacobians.backends`, numpy by default): the
+ops' factors are numpy arrays computed on the host, moved to the backend's device once
+per call (each operand when a step first reads it); every contraction, gather,
+scatter-add, diagonal write and result buffer is the backend's.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ import itertools
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
+from .backends import numpy as _numpy
 from .graph import Graph
 from .indexmaps import apply_map
 from .network import contract_pair
@@ -30,10 +35,12 @@ class StructureChanged(RuntimeError):
     plan keyed by shapes met a parameter whose values change the structure): plan afresh."""
 
 
-def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, np.ndarray]:
+def execute(plan: Plan, graph: Graph, factors: dict | None = None, xp=_numpy, device=None) -> dict:
     """The plan's Jacobians on ``graph``'s values (a trace with the plan's structural signature).
 
     ``factors`` may hold factored forms already built for this graph (by the planner).
+    ``xp`` is the backend module the steps run on and ``device`` its device (None: its default);
+    the results are its arrays.
     """
     nodes = graph.nodes
     operands = []
@@ -48,56 +55,83 @@ def execute(plan: Plan, graph: Graph, factors: dict | None = None) -> dict[str, 
         operands.append(f)
     link_pos = {key: p for p, (key, _) in enumerate(plan.links)}
     dtype = np.dtype(plan.dtype)
+    moved: dict = {}   # (link, operand) -> the factor on the backend (each moved once per call)
+
+    def operand(p: int, j: int):
+        if xp is _numpy:
+            return operands[p].terms[j][1]
+        a = moved.get((p, j))
+        if a is None:
+            a = moved[p, j] = xp.asarray(operands[p].terms[j][1], device=device)
+        return a
+
     slots: list = [None] * plan.n_slots
     for step in plan.steps:
         if type(step) is NetStep:
-            arrays = [slots[s[1]] if s[0] == 0 else operands[s[1]].terms[s[2]][1] if s[0] == 1 else
-                      np.ones(s[1], dtype=dtype) for s in step.fetch]
-            slots[step.slot] = step.network.contract(arrays, step.path, step.chunk)
+            arrays = [slots[s[1]] if s[0] == 0 else operand(s[1], s[2]) if s[0] == 1 else
+                      xp.ones(s[1], dtype, device) for s in step.fetch]
+            slots[step.slot] = step.network.contract(arrays, step.path, step.chunk, xp)
         elif type(step) is WindowStep:
-            arrays = [slots[s[1]] if s[0] == 0 else operands[s[1]].terms[s[2]][1] if s[0] == 1 else
-                      np.ones(s[1], dtype=dtype) for s in step.fetch]
-            slots[step.slot] = _windows(step, arrays, dtype)
+            arrays = [slots[s[1]] if s[0] == 0 else operand(s[1], s[2]) if s[0] == 1 else
+                      xp.ones(s[1], dtype, device) for s in step.fetch]
+            slots[step.slot] = _windows(step, arrays, dtype, xp, device)
         elif type(step) is MapStep:
             f = operands[link_pos[step.source[:2]]]
             m = f.maps[step.source.map]
             m = m.relabel(dict(zip(m.labels, step.out + step.inp)))
-            array = slots[step.array.index] if type(step.array) is Slot else np.ones((), dtype=dtype)
-            result, labels = apply_map(m, array, step.labels, step.direction, step.keep,
-                                       step.result if step.direction == "scatter" else None)
+            array = slots[step.array.index] if type(step.array) is Slot else xp.ones((), dtype, device)
+            result, labels = apply_map(m, array, step.labels, step.direction, step.keep, xp,
+                                       order=step.result if step.direction == "scatter" else None)
             if labels != step.result:   # the planner worked out the same labels from shapes
                 raise RuntimeError(f"jacobian: a map step of {step.label} gave labels {labels!r}, planned {step.result!r}")
             slots[step.slot] = result
         elif type(step) is ExpandStep:
             if step.add_to is not None:
                 target = slots[step.add_to]
-                if step.copy_target or not isinstance(target, np.ndarray) or not target.flags.writeable:
+                if xp is _numpy and (not isinstance(target, np.ndarray) or not target.flags.writeable):
                     target = np.array(target)   # a 0-d contraction comes back as a numpy scalar: read-only
+                elif step.copy_target:
+                    target = xp.copy(target)
             else:
-                target = (np.zeros if step.has_eye else np.empty)(step.shape, dtype=dtype)
-            _write_diagonal(target, step, slots[step.sources[0].index] if step.has_data else None)
-            slots[step.slot] = target
+                target = (xp.zeros if step.has_eye else xp.empty)(step.shape, dtype, device)
+            src = None
+            if step.has_data:
+                src = slots[step.sources[0].index]
+                if step.data_perm != tuple(range(len(step.data_perm))):
+                    src = xp.transpose(src, step.data_perm)
+                src = xp.reshape(src, step.data_shape)
+            slots[step.slot] = xp.write_diagonal(target, step.view, src, step.add_to is not None)
         else:  # ZeroStep
-            slots[step.slot] = np.zeros(step.shape, dtype=dtype)
+            slots[step.slot] = xp.zeros(step.shape, dtype, device)
         for s in step.free:
             slots[s] = None
     results = {}
     for name, (slot, shape, copy) in plan.results.items():
         if slot is None:
-            results[name] = np.zeros(shape, dtype=dtype)
+            results[name] = xp.zeros(shape, dtype, device)
             continue
         r = slots[slot]
-        if r.dtype != dtype:
-            r = r.astype(dtype)
+        if _dtype(r) != dtype:
+            r = xp.astype(r, dtype)
         elif copy:
-            r = r.copy()
+            r = xp.copy(r)
         results[name] = r
     return results
 
 
-def _windows(step: WindowStep, arrays: list, dtype) -> np.ndarray:
+def _dtype(a) -> np.dtype:
+    return a.dtype if type(a) is np.ndarray else np.dtype(str(a.dtype).rpartition(".")[2])
+
+
+def _windows(step: WindowStep, arrays: list, dtype, xp=_numpy, device=None):
     """A transposed convolution by shifted contractions: for each combination of kernel offsets,
-    the network with those offsets fixed, added into the result's strided window."""
+    the network with those offsets fixed, added into the result's strided window.
+
+    Strided in-place adds are numpy's: on another backend the step's operands come to the
+    host and its result goes back (one round trip per step)."""
+    if xp is not _numpy:
+        out = _windows(step, [xp.to_numpy(a) for a in arrays], dtype)
+        return xp.asarray(out, device=device)
     terms = step.network.terms
     offsets = [w[2] for w in step.windows]
     fixed = [arrays[k] for k in step.fixed]
@@ -150,28 +184,3 @@ def _gemm(a: np.ndarray, ta: str, b: np.ndarray, tb: str, out: str) -> np.ndarra
     else:
         c, labels = (A @ B).reshape([size[l] for l in kept_a + kept_b]), kept_a + kept_b
     return c.transpose([labels.index(l) for l in out])
-
-
-def _write_diagonal(target: np.ndarray, step: ExpandStep, data) -> None:
-    """``target[diagonal] (+)= data``: the expansion of ``step.eq`` without multiplying by eyes.
-
-    The diagonal is a strided view: an axis of the view spans every target axis its label
-    ties (the sum of their strides), so no einsum letters are needed at any rank."""
-    strides = target.strides
-    shape = tuple(target.shape[g[0]] for g in step.view)
-    strides = tuple(sum(strides[a] for a in g) for g in step.view)
-    if target.flags.c_contiguous:   # a fresh block (the usual case): a view straight onto its buffer
-        view = np.ndarray(shape, target.dtype, target, 0, strides)
-    else:
-        view = as_strided(target, shape, strides, writeable=True)
-    if data is None:
-        src = 1
-    else:
-        src = np.asarray(data)
-        if step.data_perm != tuple(range(src.ndim)):
-            src = src.transpose(step.data_perm)
-        src = src.reshape(step.data_shape)
-    if step.add_to is not None:
-        view += src
-    else:
-        view[...] = src

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import opt_einsum as oe
 
+from .backends import get_backend, numpy as _numpy
 from .indexmaps import IndexMap, gather, scatter
 from .labels import fresh, prime
 from .limits import check_bytes
@@ -175,14 +176,17 @@ class Factored:
             return self.out_shape + self.in_shape[1:]
         return self.out_shape + self.in_shape
 
-    def dense(self, collapse_batch: bool = False, what: str = "Jacobian") -> np.ndarray:
+    def dense(self, collapse_batch: bool = False, what: str = "Jacobian", backend: str | None = None):
         """The explicit tensor ``(out..., in...)``.
 
         With ``collapse_batch`` and a delta between output axis 0 and argument
         axis 0, that delta is kept implicit: the result is per-sample,
         ``(B, out[1:]..., in[1:]...)``.  Maps enter as their 0/1 tensors (each
         at most as large as the result, whose size is checked first).
+        ``backend`` (:mod:`jacobians.backends`): the einsum runs there (operands moved to it)
+        and the tensor is its array; default numpy.
         """
+        xp = _numpy if backend is None else get_backend(backend)
         shape = self.dense_shape(collapse_batch)
         dtype = self._dtype()
         check_bytes(math.prod(shape) * np.dtype(dtype).itemsize, what, shape)
@@ -194,22 +198,24 @@ class Factored:
         if keep is not None:
             inp = inp[1:]
         terms: list[str] = [s for s, _ in self.terms]
-        arrays: list[np.ndarray] = [np.asarray(a) for _, a in self.terms]
+        arrays: list = [xp.asarray(a) for _, a in self.terms]
         for m in self.maps:  # map input labels are never deltas, so the map keeps its own labels
             terms.append(m.labels)
-            arrays.append(m.dense(dtype))
+            arrays.append(xp.asarray(m.dense(dtype)))
         for label, primed in rename.items():
             terms.append(label + primed)
-            arrays.append(np.eye(sizes[label], dtype=dtype))
+            arrays.append(xp.eye(sizes[label], dtype))
         output = self.out + inp
         missing = [l for l in output if not any(l in t for t in terms)]
         if missing:  # factors of ones: broadcasts and sums
             terms.append("".join(missing))
-            arrays.append(np.ones([sizes[l] for l in missing], dtype=dtype))
+            arrays.append(xp.ones([sizes[l] for l in missing], dtype))
         if not terms:
-            return np.ones(shape, dtype=dtype)
-        result = _contract(terms, arrays, output)
-        return np.asarray(result, dtype=dtype).reshape(shape)
+            return xp.ones(shape, dtype)
+        result = _contract(terms, arrays, output, xp)
+        if xp is _numpy:
+            return np.asarray(result, dtype=dtype).reshape(shape)
+        return xp.reshape(xp.astype(result, dtype), shape)
 
     def without_maps(self) -> "Factored":
         """An equivalent map-free form: each map as a dense 0/1 operand (guarded by the memory limit).
@@ -222,7 +228,7 @@ class Factored:
         dense = tuple((m.labels, m.dense(dtype)) for m in self.maps)
         return Factored(self.out, self.inp, self.out_shape, self.in_shape, self.terms + dense, self.dtype, self.check)
 
-    def product(self, v: np.ndarray, side: str = "in") -> tuple[np.ndarray, str, tuple]:
+    def product(self, v, side: str = "in", backend: str | None = None) -> tuple:
         """Contract with a stack of vectors, never forming J (a JVP or a VJP).
 
         ``side="in"``: tangents ``v`` of shape ``in_shape + (k,)`` give ``J v``, ``out_shape + (k,)``.
@@ -231,8 +237,10 @@ class Factored:
         is a gather on the way in (applied to the tangent before the einsum) and a
         scatter-add on the way out (applied after it); neither forms the map.
         Returns the array, the einsum equation and the operand shapes (for costing; map
-        steps move memory and are not in it).
+        steps move memory and are not in it).  ``backend``: the array backend of ``v`` and of
+        the result (:mod:`jacobians.backends`; default numpy); the operands are moved to it.
         """
+        xp = _numpy if backend is None else get_backend(backend)
         if side not in ("in", "out"):
             raise ValueError(f"Factored.product: unknown side {side!r}; valid options are 'in', 'out'")
         k = next(fresh(self._labels()))
@@ -241,7 +249,7 @@ class Factored:
         arr, labels = v, src + k
         if side == "in":
             for m in self.maps:
-                arr, labels = gather(m, arr, labels)
+                arr, labels = gather(m, arr, labels, xp)
             result = dst + k
         else:
             need = set(dst + k).union(*[m.out for m in self.maps])
@@ -249,37 +257,42 @@ class Factored:
             result = "".join(l for l in dict.fromkeys(dst + k + "".join(m.out for m in self.maps))
                              if l in need and l in present)
         terms = [s for s, _ in self.terms] + [labels]
-        arrays = [np.asarray(a) for _, a in self.terms] + [arr]
+        arrays = [xp.asarray(a, device=xp.device_of(v)) for _, a in self.terms] + [arr]
         missing = "".join(l for l in result if not any(l in t for t in terms))
         if missing:  # a broadcast: the result is constant along these axes
             terms.append(missing)
-            arrays.append(np.ones([sizes[l] for l in missing], dtype=v.dtype))
+            arrays.append(xp.ones([sizes[l] for l in missing], _dtype(v), xp.device_of(v)))
         eq = ",".join(terms) + "->" + result
-        out = _contract(terms, arrays, result)
-        shapes = tuple(np.shape(a) for a in arrays)
+        out = _contract(terms, arrays, result, xp)
+        shapes = tuple(tuple(a.shape) for a in arrays)
         if side == "in":
             return out, eq, shapes
         labels = result
         for j in range(len(self.maps) - 1, -1, -1):
             m = self.maps[j]
             later = set(dst).union(*[self.maps[i].out for i in range(j)])
-            out, labels = scatter(m, np.asarray(out), labels, keep="".join(l for l in m.out if l in later and l in labels))
+            out, labels = scatter(m, xp.asarray(out) if xp is _numpy else out, labels,
+                                  keep="".join(l for l in m.out if l in later and l in labels), xp=xp)
         missing = "".join(l for l in dst if l not in labels)
         terms = [labels] + ([missing] if missing else [])
-        arrays = [out] + ([np.ones([sizes[l] for l in missing], dtype=out.dtype)] if missing else [])
-        return _contract(terms, arrays, dst + k), eq, shapes
+        arrays = [out] + ([xp.ones([sizes[l] for l in missing], _dtype(out), xp.device_of(out))] if missing else [])
+        return _contract(terms, arrays, dst + k, xp), eq, shapes
 
 
-def _contract(terms: list[str], arrays: list, output: str):
-    """``oe.contract`` of ``terms -> output``.
+def _dtype(a) -> np.dtype:
+    return np.dtype(str(a.dtype).rpartition(".")[2])   # torch.float64 -> float64
+
+
+def _contract(terms: list[str], arrays: list, output: str, xp=_numpy):
+    """``oe.contract`` of ``terms -> output`` (on backend ``xp``: opt_einsum's ``backend=``).
 
     numpy's einsum knows 52 labels; past that (arrays of many dimensions) the labels of
     size 1, which carry nothing, are squeezed out first and put back by a reshape.
     """
     if len(set("".join(terms) + output)) <= 52:
-        return oe.contract(",".join(terms) + "->" + output, *arrays)
-    size = {l: n for t, a in zip(terms, arrays) for l, n in zip(t, np.shape(a))}
+        return xp.einsum(",".join(terms) + "->" + output, *arrays)
+    size = {l: n for t, a in zip(terms, arrays) for l, n in zip(t, a.shape)}
     squeeze = lambda t: "".join(l for l in t if size[l] != 1)
-    arrays = [np.reshape(a, [n for n in np.shape(a) if n != 1]) for a in arrays]
-    result = oe.contract(",".join(map(squeeze, terms)) + "->" + squeeze(output), *arrays)
-    return np.reshape(result, [size[l] for l in output])
+    arrays = [xp.reshape(a, [n for n in a.shape if n != 1]) for a in arrays]
+    result = xp.einsum(",".join(map(squeeze, terms)) + "->" + squeeze(output), *arrays)
+    return xp.reshape(result, [size[l] for l in output])

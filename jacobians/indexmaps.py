@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 
+from .backends import numpy as _numpy
 from .limits import check_bytes
 
 __all__ = ["IndexMap", "apply_map", "gather", "scatter", "map_cost", "axis_map", "window_map"]
@@ -169,11 +170,12 @@ def _check_labels(m: IndexMap, array: np.ndarray, labels: str, fn: str) -> None:
         raise ValueError(f"{fn}: labels {labels!r} do not fit an array of shape {array.shape}")
 
 
-def gather(m: IndexMap, array: np.ndarray, labels: str) -> tuple[np.ndarray, str]:
+def gather(m: IndexMap, array, labels: str, xp=_numpy) -> tuple[np.ndarray, str]:
     """Contract ``array`` (carrying all of ``m.inp``) with the map: the result carries ``m.out``.
 
     Result labels: the map's ``out`` labels the array already carries (diagonal), the
     array's other labels, then the map's new ``out`` labels.  Costs one read per result element.
+    ``xp`` is the array's backend (:mod:`jacobians.backends`); the index stays on the host.
     """
     _check_labels(m, array, labels, "gather")
     missing = [l for l in m.inp if l not in labels]
@@ -189,27 +191,20 @@ def gather(m: IndexMap, array: np.ndarray, labels: str) -> tuple[np.ndarray, str
     for l in shared:
         if size[l] != m.sizes[l]:
             raise ValueError(f"gather: label {l!r} is {size[l]} in the array, {m.sizes[l]} in {m!r}")
-    if not shared and m.as_slice is not None:   # a basic slice: a strided copy, no index arithmetic
+    if xp is _numpy and not shared and m.as_slice is not None:   # a basic slice: a strided copy
         k = labels.index(m.inp)
         moved = np.moveaxis(array[(slice(None),) * k + (m.as_slice,)], k, -1)
         return np.ascontiguousarray(moved), rest + new
-    a = array.transpose([labels.index(l) for l in shared + rest + m.inp])
+    a = xp.transpose(array, [labels.index(l) for l in shared + rest + m.inp])
     ns, nr = math.prod(size[l] for l in shared), math.prod(size[l] for l in rest)
-    a = a.reshape(ns, nr, m.in_size)
+    a = xp.reshape(a, (ns, nr, m.in_size))
     idx = m.index.transpose([m.out.index(l) for l in shared + new]).reshape(ns, 1, -1)
-    if m.padded:
-        valid = idx >= 0
-        result = np.take_along_axis(a, np.where(valid, idx, 0), axis=2)
-        result *= valid
-    elif ns == 1:
-        result = np.take(a, idx[0, 0], axis=2)
-    else:
-        result = np.take_along_axis(a, idx, axis=2)
+    result = xp.gather(a, idx, m.padded)
     shape = [size[l] for l in shared + rest] + [m.sizes[l] for l in new]
-    return result.reshape(shape), shared + rest + new
+    return xp.reshape(result, shape), shared + rest + new
 
 
-def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "", order: str | None = None
+def scatter(m: IndexMap, array, labels: str, keep: str = "", xp=_numpy, order: str | None = None
             ) -> tuple[np.ndarray, str]:
     """Contract ``array`` (carrying ``m.out`` labels) with the map: the result carries ``m.inp``.
 
@@ -217,8 +212,9 @@ def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "", order: 
     ``out`` labels except those in ``keep`` (diagonal labels that stay on the result,
     e.g. a max pool's batch and channel).  ``out`` labels the array lacks are broadcast
     (the array is the same along them).  Result labels: ``keep``, the array's other
-    labels, then ``m.inp``; ``order`` (a permutation of those) asks for another layout, written
-    directly (no transposed copy of the result afterwards: the planner's final layout).
+    labels, then ``m.inp``.  ``xp`` is the array's backend.  ``order`` (a permutation of
+    those labels) asks for another layout: numpy writes it directly (no transposed copy of the
+    result afterwards: the planner's final layout); other backends transpose.
     """
     _check_labels(m, array, labels, "scatter")
     if any(l in labels for l in m.inp):
@@ -231,8 +227,8 @@ def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "", order: 
             raise ValueError(f"scatter: label {l!r} is {size[l]} in the array, {m.sizes[l]} in {m!r}")
     absent = "".join(l for l in m.out if l not in labels)
     if absent:  # broadcast along the map labels the array lacks
-        array = np.broadcast_to(array.reshape(array.shape + (1,) * len(absent)),
-                                array.shape + tuple(m.sizes[l] for l in absent))
+        array = xp.broadcast_to(xp.reshape(array, tuple(array.shape) + (1,) * len(absent)),
+                                tuple(array.shape) + tuple(m.sizes[l] for l in absent))
         labels += absent
         size.update((l, m.sizes[l]) for l in absent)
     summed = "".join(l for l in m.out if l not in keep)
@@ -243,96 +239,98 @@ def scatter(m: IndexMap, array: np.ndarray, labels: str, keep: str = "", order: 
     if order == natural:
         order = None
     if m.window is not None and not keep:
-        return _scatter_window(m, array.transpose([labels.index(l) for l in rest + m.out]), rest, size, order)
-    a = array.transpose([labels.index(l) for l in keep + rest + summed])
+        return _scatter_window(m, xp.transpose(array, [labels.index(l) for l in rest + m.out]), rest, size, xp, order)
+    a = xp.transpose(array, [labels.index(l) for l in keep + rest + summed])
     nk, nr = math.prod(size[l] for l in keep), math.prod(size[l] for l in rest)
-    a = a.reshape(nk, nr, -1)
-    idx = m.index.transpose([m.out.index(l) for l in keep + summed]).reshape(nk, -1)
-    dtype = np.result_type(array.dtype, np.float32) if np.issubdtype(array.dtype, np.floating) else np.float64
-    if m.padded:
-        valid = idx >= 0
-    if not keep and m.as_slice is not None:   # a basic slice: zeros, one strided assignment
-        shape = [size[l] for l in rest] + list(m.in_shape)
-        out_order = natural if order is None else order
-        owner = np.zeros([dict(zip(natural, shape))[l] for l in out_order], dtype=dtype)
-        view = owner.transpose([out_order.index(l) for l in natural]) if order is not None else owner
-        view[..., m.as_slice] = a.reshape([size[l] for l in rest] + [-1])
-        return owner, out_order
-    if nk == 1 and m.injective:  # every input position read at most once: plain assignment
-        result = np.zeros((nk, nr, m.in_size), dtype=dtype)
-        if m.padded:
-            cols = valid[0]
-            result[0][:, idx[0, cols]] = a[0][:, cols]
-        else:
-            result[0][:, idx[0]] = a[0]
-    else:  # bincount over (keep, rest, position) triples
-        target = (np.arange(nk)[:, None, None] * nr + np.arange(nr)[None, :, None]) * m.in_size + idx[:, None, :]
-        weights = np.broadcast_to(a, target.shape)
-        if m.padded:
-            sel = np.broadcast_to(valid[:, None, :], target.shape)
-            target, weights = target[sel], weights[sel]
-        shape = [size[l] for l in keep + rest] + list(m.in_shape)
-        target = target.ravel()
-        if order is not None:  # the same positions, counted in the requested layout
-            coords = np.unravel_index(target, shape)
-            target = np.ravel_multi_index(tuple(coords[natural.index(l)] for l in order),
-                                          tuple(shape[natural.index(l)] for l in order))
-        sums = np.bincount(target, weights=np.ravel(weights), minlength=nk * nr * m.in_size)
-        result = sums.astype(dtype, copy=False)
-        if order is not None:
-            return result.reshape([shape[natural.index(l)] for l in order]), order
-        return result.reshape(shape), natural
+    a = xp.reshape(a, (nk, nr, math.prod(size[l] for l in summed)))
     shape = [size[l] for l in keep + rest] + list(m.in_shape)
-    result = result.reshape(shape)
+    layout = natural if order is None else order
+    if xp is _numpy and not keep and m.as_slice is not None:   # a basic slice: zeros, one strided assignment
+        owner = np.zeros([shape[natural.index(l)] for l in layout], dtype=_float_dtype(a))
+        view = owner.transpose([layout.index(l) for l in natural]) if order is not None else owner
+        view[..., m.as_slice] = a.reshape([size[l] for l in rest] + [-1])
+        return owner, layout
+    idx = m.index.transpose([m.out.index(l) for l in keep + summed]).reshape(nk, -1)
+    if xp is _numpy and order is not None and not (nk == 1 and m.injective):
+        return _scatter_in_layout(a, idx, m, shape, natural, order), order
+    result = xp.reshape(xp.scatter_add(a, idx, m.in_size, m.padded, m.injective), shape)
     if order is not None:
-        return np.ascontiguousarray(result.transpose([natural.index(l) for l in order])), order
-    return result, natural
+        result = xp.copy(xp.transpose(result, [natural.index(l) for l in order]))
+    return result, layout
 
 
-def _scatter_window(m: IndexMap, a: np.ndarray, rest: str, size: dict, order: str | None = None
+def _scatter_in_layout(a: np.ndarray, idx: np.ndarray, m: IndexMap, shape: list, natural: str, order: str):
+    """numpy's bincount scatter-add, each position counted in the layout ``order`` (the same sums,
+    written where the caller wants them: a (B, C, V, d) embedding Jacobian is not copied again)."""
+    nk, nr = a.shape[:2]
+    target = (np.arange(nk)[:, None, None] * nr + np.arange(nr)[None, :, None]) * m.in_size + idx[:, None, :]
+    weights = np.broadcast_to(a, target.shape)
+    if m.padded:
+        sel = np.broadcast_to((idx >= 0)[:, None, :], target.shape)
+        target, weights = target[sel], weights[sel]
+    coords = np.unravel_index(target.ravel(), shape)
+    target = np.ravel_multi_index(tuple(coords[natural.index(l)] for l in order),
+                                  tuple(shape[natural.index(l)] for l in order))
+    sums = np.bincount(target, weights=np.ravel(weights), minlength=math.prod(shape))
+    return sums.astype(_float_dtype(a), copy=False).reshape([shape[natural.index(l)] for l in order])
+
+
+def _scatter_window(m: IndexMap, a, rest: str, size: dict, xp=_numpy, order: str | None = None
                     ) -> tuple[np.ndarray, str]:
     """col2im: ``result[..., p*stride + i*dilation - padding] += a[..., p, i]``, one strided add per offset i.
 
-    With ``order`` the result is allocated in that layout and written through a transposed view."""
+    With ``order`` numpy allocates the result in that layout and writes through a transposed view."""
     stride, dilation, padding = m.window
     n_out, kernel = m.out_shape
     n = m.in_shape[0]
-    dtype = np.result_type(a.dtype, np.float32) if np.issubdtype(a.dtype, np.floating) else np.float64
     natural = rest + m.inp
-    shape = a.shape[:-2] + (n,)
-    if order is None:
-        owner = result = np.zeros(shape, dtype=dtype)
-    else:
-        owner = np.zeros([shape[natural.index(l)] for l in order], dtype=dtype)
+    shape = tuple(a.shape[:-2]) + (n,)
+    owner = None
+    if order is not None and xp is _numpy:
+        owner = np.zeros([shape[natural.index(l)] for l in order], dtype=_float_dtype(a))
         result = owner.transpose([order.index(l) for l in natural])
+    else:
+        result = xp.zeros(shape, _float_dtype(a), xp.device_of(a))
     for i in range(kernel):
         first = i * dilation - padding
         lo = -(first // stride) if first < 0 else 0                  # the first p whose position is >= 0
         hi = min(n_out, (n - 1 - first) // stride + 1) if n - 1 >= first else 0
         if hi > lo:
             start = lo * stride + first
-            result[..., start:start + (hi - lo - 1) * stride + 1:stride] += a[..., lo:hi, i]
-    return owner, natural if order is None else order
+            result = xp.add_at(result, (..., slice(start, start + (hi - lo - 1) * stride + 1, stride)),
+                               a[..., lo:hi, i])
+    if owner is not None:
+        return owner, order
+    if order is not None:
+        return xp.copy(xp.transpose(result, [natural.index(l) for l in order])), order
+    return result, natural
 
 
-def apply_map(m: IndexMap, array: np.ndarray, labels: str, direction: str, keep: str = "",
-              order: str | None = None) -> tuple[np.ndarray, str]:
+def apply_map(m: IndexMap, array, labels: str, direction: str, keep: str = "",
+              xp=_numpy, order: str | None = None) -> tuple[np.ndarray, str]:
     """The planner's map step: ``direction="gather"`` (array carries ``m.inp``, result ``m.out``)
-    or ``"scatter"`` (array carries ``m.out``, result ``m.inp``; ``keep``: out labels that stay;
-    ``order``: the result's layout, if not the natural one).
+    or ``"scatter"`` (array carries ``m.out``, result ``m.inp``; ``keep``: out labels that stay).
 
     Returns ``(array, labels)``; other labels pass through.  Cost: :func:`map_cost`.
+    ``xp``: the array's backend (:mod:`jacobians.backends`); ``order``: a scatter's result layout,
+    if not the natural one.
     """
     if direction == "gather":
         if keep:
             raise ValueError("apply_map: keep is for scatters (a gather keeps every label it shares)")
         if order is not None:
             raise ValueError("apply_map: order is for scatters (a gather's layout is fixed)")
-        return gather(m, array, labels)
+        return gather(m, array, labels, xp)
     if direction == "scatter":
-        return scatter(m, array, labels, keep, order)
+        return scatter(m, array, labels, keep, xp, order)
     raise ValueError(f"apply_map: unknown direction {direction!r}; valid options are "
                      + ", ".join(map(repr, DIRECTIONS)))
+
+
+def _float_dtype(a) -> np.dtype:
+    """The numpy dtype of a scatter's result: the array's float type (at least float32), else float64."""
+    dtype = np.dtype(str(a.dtype).rpartition(".")[2])   # torch.float64 -> float64
+    return np.result_type(dtype, np.float32) if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
 
 def map_cost(m: IndexMap, labels: str, sizes: dict[str, int], direction: str, keep: str = "") -> int:

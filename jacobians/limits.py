@@ -24,6 +24,13 @@ raised, naming the variable, by the first call that needs the limit (any op, any
 plan, :func:`memory_limit`), so the command line reports it as its usual one-line
 error.  :func:`set_memory_limit` replaces it (and returns the built-in default as
 the previous limit).
+
+The limit is per device.  On the host it is the limit above.  While a call runs on an
+accelerator (an array backend's CUDA device, :mod:`jacobians.backends`), it is half of
+that device's memory (an array and its operands must fit there together), or the limit
+set with :func:`set_memory_limit` / ``JACOBIANS_MAX_BYTES`` where that is smaller:
+:func:`device_limit` scopes it to the call (a context variable: other threads and calls
+keep theirs).
 """
 
 from __future__ import annotations
@@ -33,10 +40,11 @@ import numbers
 import os
 import re
 from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal
 
-__all__ = ["JacobianTooLarge", "memory_limit", "set_memory_limit", "limited_memory", "check_bytes",
-           "format_bytes", "parse_bytes"]
+__all__ = ["JacobianTooLarge", "memory_limit", "set_memory_limit", "limited_memory", "device_limit",
+           "check_bytes", "format_bytes", "parse_bytes"]
 
 
 class JacobianTooLarge(MemoryError):
@@ -106,31 +114,55 @@ def _from_environment() -> tuple[int, str | None]:
 
 
 _limit, _env_error = _from_environment()
+_explicit = bool(os.environ.get("JACOBIANS_MAX_BYTES"))   # set by the user (caps a device's limit too)
+_device: ContextVar[int | None] = ContextVar("jacobians_device_limit", default=None)
 
 
 def memory_limit() -> int:
-    """The largest array (bytes) the toolkit will allocate."""
+    """The largest array (bytes) the toolkit will allocate (on the current call's device)."""
     if _env_error is not None:
         raise ValueError(_env_error)
-    return _limit
+    device = _device.get()
+    return _limit if device is None else device
 
 
 def set_memory_limit(nbytes) -> int:
     """Set the limit (bytes, or a size such as ``"2GiB"``: see :func:`parse_bytes`); returns the previous one."""
-    global _limit, _env_error
+    global _limit, _env_error, _explicit
     n = parse_bytes(nbytes, "set_memory_limit: nbytes")
-    previous, _limit, _env_error = _limit, n, None
+    previous, _limit, _env_error, _explicit = _limit, n, None, True
     return previous
 
 
 @contextmanager
 def limited_memory(nbytes):
     """Temporarily set the memory limit (tests, benchmarks)."""
+    global _explicit
+    explicit = _explicit
     previous = set_memory_limit(nbytes)
     try:
         yield
     finally:
         set_memory_limit(previous)
+        _explicit = explicit
+
+
+@contextmanager
+def device_limit(device_bytes: int | None):
+    """Within: the limit of a device with ``device_bytes`` of memory (None: the host's, unchanged).
+
+    Half the device's memory, or the limit the user set where that is smaller."""
+    if device_bytes is None:
+        yield
+        return
+    limit = max(device_bytes // 2, 1)
+    if _explicit and _env_error is None:
+        limit = min(limit, _limit)
+    token = _device.set(limit)
+    try:
+        yield
+    finally:
+        _device.reset(token)
 
 
 def format_bytes(n: float) -> str:
@@ -143,7 +175,7 @@ def format_bytes(n: float) -> str:
 
 def check_bytes(nbytes: int, what: str, shape: tuple[int, ...] | None = None, hint: str = "") -> None:
     """Raise :class:`JacobianTooLarge` if ``nbytes`` exceeds the limit."""
-    if nbytes <= _limit and _env_error is None:
+    if nbytes <= _limit and _env_error is None and _device.get() is None:
         return
     limit = memory_limit()  # a bad JACOBIANS_MAX_BYTES: its ValueError
     if nbytes <= limit:

@@ -17,7 +17,8 @@ two classic modes are folds of that list:
 Costs follow opt_einsum: a multiply-add counts 2 FLOPs, a product without a
 summed index counts 1 per element.  Execution is pairwise: a contraction that
 keeps an index on both sides (``bij,bjk->bik``) runs as one batched
-``np.matmul``, a product without a summed index as a broadcast multiply.
+``matmul``, a product without a summed index as a broadcast multiply, both on the
+arrays' backend (:mod:`jacobians.backends`; numpy unless ``xp`` says otherwise).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import opt_einsum as oe
+
+from .backends import numpy as _numpy
 
 __all__ = ["Network", "Cost", "ORDERS", "resolve_order", "contract_pair"]
 
@@ -93,28 +96,34 @@ class Network:
         label = max(candidates, key=lambda l: (sum(l in t for t in big), sizes[l]))
         return label, min(sizes[label], -(-max(map(size, big)) // target))
 
-    def contract(self, arrays: Sequence[np.ndarray], path, chunk: tuple[str, int] | None = None) -> np.ndarray:
+    def contract(self, arrays: Sequence, path, chunk: tuple[str, int] | None = None, xp=_numpy):
         """Contract ``arrays`` along ``path`` with :func:`contract_pair`, in ``chunk = (label, n)``
-        slices of one output label when given (samples, rows: any label the output keeps)."""
+        slices of one output label when given (samples, rows: any label the output keeps).
+
+        ``xp`` is the arrays' backend (:mod:`jacobians.backends`; numpy arrays by default)."""
         if chunk is None:
-            return self._contract(arrays, path)
+            return self._contract(arrays, path, xp)
         label, n = chunk
-        arrays = [np.asarray(a) for a in arrays]
+        if xp is _numpy:
+            arrays = [np.asarray(a) for a in arrays]
         total = self.sizes[label]
         width = -(-total // n)
-        out = np.empty([self.sizes[l] for l in self.output], dtype=np.result_type(*arrays))
+        out = None
         axis = self.output.index(label)
         for start in range(0, total, width):
             part = slice(start, min(start + width, total))
             sliced = [a[tuple(part if l == label else slice(None) for l in t)] if label in t else a
                       for a, t in zip(arrays, self.terms)]
-            out[(slice(None),) * axis + (part,)] = self._contract(sliced, path)
+            block = self._contract(sliced, path, xp)
+            if out is None:   # the first block gives the dtype and the device
+                out = xp.empty([self.sizes[l] for l in self.output], _dtype(block), xp.device_of(block))
+            out = xp.set_at(out, (slice(None),) * axis + (part,), block)
         return out
 
-    def _contract(self, arrays: Sequence[np.ndarray], path) -> np.ndarray:
-        ops = [(np.asarray(a), t) for a, t in zip(arrays, self.terms)]
+    def _contract(self, arrays: Sequence, path, xp=_numpy):
+        ops = [(np.asarray(a) if xp is _numpy else a, t) for a, t in zip(arrays, self.terms)]
         if not ops:
-            return np.ones([self.sizes[l] for l in self.output])
+            return xp.ones([self.sizes[l] for l in self.output], np.float64)
         for step in path:
             picked = [ops[i] for i in step]
             for i in sorted(step, reverse=True):
@@ -122,11 +131,11 @@ class Network:
             keep = set(self.output).union(*(t for _, t in ops))
             a, ta = picked[0]
             for b, tb in picked[1:]:
-                a, ta = contract_pair(a, ta, b, tb, keep, self.output)
+                a, ta = contract_pair(a, ta, b, tb, keep, self.output, xp)
             ops.append((a, ta))
         (a, ta), = ops
-        a, ta = _sum_out(a, ta, set(self.output))
-        return a.transpose([ta.index(l) for l in self.output]) if ta != self.output else a
+        a, ta = _sum_out(a, ta, set(self.output), xp)
+        return xp.transpose(a, [ta.index(l) for l in self.output]) if ta != self.output else a
 
 
 # ---------------------------------------------------------------- orders
@@ -510,24 +519,28 @@ def _cost(net: Network, path) -> Cost:
 
 # ---------------------------------------------------------------- execution
 
-def _sum_out(a: np.ndarray, ta: str, keep: set) -> tuple[np.ndarray, str]:
+def _dtype(a) -> np.dtype:
+    """A backend array's dtype as numpy's (``torch.float64`` -> ``float64``)."""
+    return np.dtype(str(a.dtype).rpartition(".")[2])
+
+
+def _sum_out(a, ta: str, keep: set, xp=_numpy) -> tuple:
     drop = tuple(i for i, l in enumerate(ta) if l not in keep)
     if drop:
-        a = a.sum(axis=drop)
+        a = xp.sum(a, drop)
         ta = "".join(l for l in ta if l in keep)
     return a, ta
 
 
-def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set,
-                  final: str = "") -> tuple[np.ndarray, str]:
-    """``einsum(ta, tb -> kept labels)`` as one (batched) GEMM or one broadcast product.
+def contract_pair(a, ta: str, b, tb: str, keep: set, final: str = "", xp=_numpy) -> tuple:
+    """``einsum(ta, tb -> kept labels)`` as one (batched) GEMM or one broadcast product (on backend ``xp``).
 
     A broadcast product lays its result out in the order of ``final`` (the network's output),
     the labels still to be summed last, so that the next GEMM reads them contiguously and
     the last step needs no transpose.
     """
-    a, ta = _sum_out(a, ta, keep | set(tb))
-    b, tb = _sum_out(b, tb, keep | set(ta))
+    a, ta = _sum_out(a, ta, keep | set(tb), xp)
+    b, tb = _sum_out(b, tb, keep | set(ta), xp)
     batch = [l for l in ta if l in tb and l in keep]
     inner = [l for l in ta if l in tb and l not in keep]
     left = [l for l in ta if l not in tb]
@@ -537,7 +550,7 @@ def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set,
     if not inner:
         rank = {l: (0, final.index(l)) if l in final else (1, k) for k, l in enumerate(left + right + batch)}
         out = sorted(left + right + batch, key=rank.__getitem__)
-        return np.multiply(aligned(a, ta, out), aligned(b, tb, out), order="C"), "".join(out)
+        return xp.multiply(aligned(a, ta, out, xp), aligned(b, tb, out, xp)), "".join(out)
     nb = math.prod(sa[l] for l in batch)
     nl = math.prod(sa[l] for l in left)
     nk = math.prod(sa[l] for l in inner)
@@ -547,20 +560,20 @@ def contract_pair(a: np.ndarray, ta: str, b: np.ndarray, tb: str, keep: set,
     if (nl >= 4 * nr) if skinny else first(right) < first(left):
         # rows from the operand holding the earlier output labels (no transpose afterwards),
         # except for a skinny intermediate: narrow side as rows (BLAS runs it faster that way)
-        return contract_pair(b, tb, a, ta, keep, final)
-    A = _arrange(a, ta, batch + left + inner).reshape(nb, nl, nk)
-    B = _arrange(b, tb, batch + inner + right).reshape(nb, nk, nr)
+        return contract_pair(b, tb, a, ta, keep, final, xp)
+    A = xp.reshape(_arrange(a, ta, batch + left + inner, xp), (nb, nl, nk))
+    B = xp.reshape(_arrange(b, tb, batch + inner + right, xp), (nb, nk, nr))
     out = batch + left + right
-    C = (A[0] @ B[0]) if nb == 1 else np.matmul(A, B)
-    return C.reshape([sa.get(l) or sb[l] for l in out]), "".join(out)
+    C = xp.matmul(A[0], B[0]) if nb == 1 else xp.matmul(A, B)
+    return xp.reshape(C, [sa.get(l) or sb[l] for l in out]), "".join(out)
 
 
-def aligned(a: np.ndarray, ta: str, out: list[str]) -> np.ndarray:
+def aligned(a, ta: str, out: list[str], xp=_numpy):
     """A view of ``a`` with its axes in ``out`` order and size-1 axes where it lacks a label."""
-    v = _arrange(a, ta, [l for l in out if l in ta])
-    return v.reshape([a.shape[ta.index(l)] if l in ta else 1 for l in out])
+    v = _arrange(a, ta, [l for l in out if l in ta], xp)
+    return xp.reshape(v, [a.shape[ta.index(l)] if l in ta else 1 for l in out])
 
 
-def _arrange(a: np.ndarray, ta: str, order: list[str]) -> np.ndarray:
+def _arrange(a, ta: str, order: list[str], xp=_numpy):
     perm = [ta.index(l) for l in order]
-    return a if perm == list(range(a.ndim)) else a.transpose(perm)
+    return a if perm == list(range(a.ndim)) else xp.transpose(a, perm)

@@ -10,6 +10,11 @@ not (a rebound closure variable, a changed global or an attribute of an
 argument are seen), and concurrent calls share nothing mutable: per-call
 buffers, no lock around the computation (a lock guards only the cache's own
 bookkeeping).
+
+``jacobian(..., backend=...)`` runs the plan's contractions on an array backend
+(:mod:`jacobians.backends`): arrays of another backend are converted to numpy where the
+call enters (the ops compute values and factors on the host), and the Jacobians come back
+as the backend's arrays.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import Callable
 import numpy as np
 
 from . import hessians, products
+from .backends import backend_of, get_backend, infer_backend, numpy as _numpy
 from .errors import as_float_array
 from .execute import StructureChanged, execute
 from .graph import Graph, trace, unflatten
-from .limits import memory_limit
+from .limits import device_limit, memory_limit
 from .network import resolve_order
 from .plan import Plan
 from .planner import make_plan
@@ -138,9 +144,13 @@ class JacobianFunction(Transform):
     ``batched`` is the name given (None, one name, or a tuple of names); ``batch_names`` is
     always a tuple."""
 
-    def __init__(self, f: Callable, wrt, batched, order, search_time: float | None = None) -> None:
+    def __init__(self, f: Callable, wrt, batched, order, search_time: float | None = None,
+                 backend: str | None = None) -> None:
         super().__init__(f, wrt, batched)
         resolve_order(order)  # fail early on unknown names
+        if backend is not None:
+            get_backend(backend)  # fail early on unknown names and missing packages
+        self.backend = backend
         if search_time is not None and (isinstance(search_time, bool) or not isinstance(search_time, (int, float))
                                         or not search_time > 0):
             raise ValueError(f"jacobian: search_time must be a positive number of seconds; got {search_time!r}")
@@ -150,14 +160,15 @@ class JacobianFunction(Transform):
         self._lock = threading.Lock()
 
     def __call__(self, *args, **kwargs):
-        graph, plan, factors = self._trace_and_plan(args, kwargs)
+        xp, device, args, kwargs = self._boundary(args, kwargs)
+        graph, plan, factors = self._trace_and_plan(args, kwargs, xp.device_memory(device))
         try:
-            results = execute(plan, graph, factors)
+            results = execute(plan, graph, factors, xp, device)
         except StructureChanged:
             if factors is not None:   # a fresh plan on this very graph: a rule broke its structure
                 raise
-            graph, plan, factors = self._trace_and_plan(args, kwargs, fresh=True)
-            results = execute(plan, graph, factors)
+            graph, plan, factors = self._trace_and_plan(args, kwargs, xp.device_memory(device), fresh=True)
+            results = execute(plan, graph, factors, xp, device)
         if not graph.several:
             return results[self.wrt[0]] if self.single else results
         per_leaf = [results[(k, self.wrt[0])] if self.single else {n: results[(k, n)] for n in self.wrt}
@@ -166,17 +177,43 @@ class JacobianFunction(Transform):
 
     def plan(self, *args, **kwargs) -> Plan:
         """The contraction plan for these arguments (traces and plans, contracts nothing)."""
-        return self._trace_and_plan(args, kwargs)[1]
+        return self.plan_and_graph(args, kwargs)[1]
 
     def plan_and_graph(self, args, kwargs) -> tuple[Graph, Plan]:
         """This call's graph (its values) and the plan for it."""
-        graph, plan, _ = self._trace_and_plan(args, kwargs)
+        xp, device, args, kwargs = self._boundary(args, kwargs)
+        graph, plan, _ = self._trace_and_plan(args, kwargs, xp.device_memory(device))
         return graph, plan
 
-    def _trace_and_plan(self, args, kwargs, fresh: bool = False) -> tuple[Graph, Plan, dict | None]:
+    def _boundary(self, args, kwargs):
+        """``(backend module, device, args, kwargs)`` for this call: the backend given or inferred
+        from the arguments, the device of its first argument array (None: its default), and the
+        arguments with every array of another backend converted to numpy (values and factors are
+        computed on the host)."""
+        values = args + tuple(kwargs.values()) if kwargs else args
+        foreign = [v for v in values if backend_of(v) != "numpy"]
+        if not foreign and self.backend is None:
+            return _numpy, None, args, kwargs
+        name = self.backend or infer_backend(*foreign)
+        xp = get_backend(name)
+        device = next((xp.device_of(v) for v in foreign if backend_of(v) == name), None)
+        if foreign:
+            host = lambda v: v if backend_of(v) == "numpy" else get_backend(backend_of(v)).to_numpy(v)
+            args = tuple(map(host, args))
+            kwargs = {k: host(v) for k, v in kwargs.items()}
+        return xp, device, args, kwargs
+
+    def _trace_and_plan(self, args, kwargs, device_bytes: int | None = None, fresh: bool = False
+                        ) -> tuple[Graph, Plan, dict | None]:
         """Trace, then the cached plan for the trace's signature, or a new one (``fresh``: always new,
         replacing the cached one: a cached plan met a structure its key did not capture)."""
-        graph = self._trace(args, kwargs)
+        graph = self._trace(args, kwargs)   # on the host, under the host's memory limit
+        if device_bytes is None:
+            return self._plan(graph, fresh)
+        with device_limit(device_bytes):    # the plan's sizes: against the limit of the device it runs on
+            return self._plan(graph, fresh)
+
+    def _plan(self, graph: Graph, fresh: bool = False) -> tuple[Graph, Plan, dict | None]:
         key = graph.signature
         if key is not None:
             key = (memory_limit(), key)   # sizes are checked and slices chosen against the limit
@@ -196,8 +233,8 @@ class JacobianFunction(Transform):
         return graph, plan, factors
 
 
-def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal", search_time: float | None = None
-             ) -> JacobianFunction:
+def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal", search_time: float | None = None,
+             backend: str | None = None) -> JacobianFunction:
     """Jacobians of ``f`` (a function of :data:`jacobians.fn` ops) as explicit tensors.
 
     ``wrt`` names the arguments (names or positions; one name gives an array,
@@ -221,6 +258,11 @@ def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal", search_time: 
     graph ``"optimal"`` searches vertex-elimination orders for at most ``search_time``
     seconds (default about half a second).
 
+    ``backend`` (``"numpy"``, ``"torch"``, ``"jax"``, ``"cupy"``; default: inferred from the
+    arguments, numpy for numpy arrays) is where the plan's contractions run and what kind of
+    arrays the Jacobians are (torch tensors for torch inputs, on their device); the ops'
+    values and factors are computed with numpy on the host either way (:mod:`jacobians.backends`).
+
     Every call runs ``f`` again; only the contraction plan, which depends on shapes
     alone, is cached.  Calls from several threads are safe (per-call buffers, no lock).
 
@@ -236,7 +278,7 @@ def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal", search_time: 
     >>> [J.shape for J in jac.jacobian(two, wrt="x", batched="x")(x, W)]
     [(4, 2, 3), (4, 2, 3)]
     """
-    return JacobianFunction(f, wrt, batched, order, search_time)
+    return JacobianFunction(f, wrt, batched, order, search_time, backend)
 
 
 class HessianFunction(Transform):
