@@ -45,7 +45,7 @@ from .limits import format_bytes
 from .modes import MODES, sweep_jacobian
 from .network import bracket_plan
 
-__all__ = ["compare", "Report", "Row", "Timing", "chain_dims", "cs182_prediction", "blas_threads"]
+__all__ = ["compare", "compare_hessian", "Report", "Row", "Timing", "chain_dims", "cs182_prediction", "blas_threads"]
 
 DEFAULT_ORDERS = ("forward", "reverse", "optimal", "bracket", "jvp", "vjp")
 ELIMINATION_ORDERS = ("markowitz", "optimal-elimination")  # rows added where the graph branches
@@ -450,3 +450,97 @@ def _describe(plan, order) -> str:
     if len(nets) == 1:
         return f"{readable(nets[0].network.eq)} path {list(nets[0].path)}"
     return f"{plan.strategy}, {len(nets)} networks"
+
+
+# ---------------------------------------------------------------- Hessian rows (issue 11)
+
+HESSIAN_ORDERS = ("symbolic", "hvp")
+
+
+def compare_hessian(f: Callable, *args, wrt, batched=None, orders: Sequence[str] = HESSIAN_ORDERS,
+                    repeats: int = DEFAULT_REPEATS, min_time: float = DEFAULT_MIN_TIME,
+                    progress: Callable[[str], None] | None = None, **kwargs) -> Report:
+    """The Hessian d2 f / d ``wrt``^2 two ways, timed and checked, as a :class:`Report`.
+
+    Rows (``orders`` picks among them):
+
+    * ``symbolic``: :func:`jacobians.hessian`, the second-order chain rule on factored terms (the reference);
+    * ``hvp``: forward-over-reverse, one :func:`jacobians.hvp` per input basis vector (n of them) and,
+      for an output of m entries, per output entry (the scalar ``sum(e_i * f)``): m n sweeps, each a
+      tangent sweep and a reverse sweep carrying adjoints and their tangents, as ``jax.hessian`` spends
+      n Hessian-vector products.  ``batched`` is not used by this row (it builds the full block; the
+      per-sample block is read off its diagonal to compare).
+
+    Each row is timed as :func:`compare` times its orders (one warm-up call, then ``repeats`` calls and
+    ``min_time`` seconds) and checked against ``symbolic`` (``max_abs_diff``).  FLOPs are not counted
+    for these rows (``flops`` is 0: the terms and sweeps are contracted as they are built, with no plan
+    to cost); ``largest`` is the explicit Hessian's size, which both rows write.
+    """
+    from .transforms import hessian, hvp
+    orders = _check_options(orders, repeats, min_time, progress)
+    bad = [o for o in orders if o not in HESSIAN_ORDERS]
+    if not orders or bad:
+        raise ValueError(f"compare_hessian: unknown order {bad[0] if bad else None!r}; valid options are "
+                         f"{', '.join(map(repr, HESSIAN_ORDERS))}")
+    if not isinstance(wrt, (str, int)) or isinstance(wrt, bool):
+        raise ValueError(f"compare_hessian: wrt names one argument (a name or a position); got {wrt!r}")
+    say = progress or (lambda msg: None)
+    hf = hessian(f, wrt=wrt, batched=batched)
+    say("symbolic (reference)")
+    ref_timing, ref = _timed(lambda: hf(*args, **kwargs), repeats, min_time)
+    name = hf.wrt[0]
+    import inspect
+    params = list(inspect.signature(f).parameters)
+    x = np.asarray(args[wrt if isinstance(wrt, int) else params.index(name)])
+    y = np.asarray(f(*args, **kwargs))
+    per_sample = ref.shape != y.shape + x.shape + x.shape
+    report = Report(f"d2 {getattr(f, '__name__', 'f')} / d {name}^2: output {y.shape}, {name} {x.shape}"
+                    + (", per-sample" if per_sample else ""), tuple(ref.shape),
+                    timing={"warmup": 1, "repeats": repeats, "min_time": min_time}, blas=blas_threads(),
+                    wrt=name, input_shape=x.shape, output_shape=y.shape, per_sample=per_sample)
+    report.notes.append("FLOPs not counted for Hessian rows (contracted as built, no plan to cost)")
+    itemsize = ref.dtype.itemsize
+    scale = float(np.abs(ref).max(initial=0.0)) or 1.0
+    for order in orders:
+        if order == "symbolic":
+            timing, H, how = ref_timing, ref, "second-order chain rule on factored terms"
+        else:
+            say(order)
+            scalar = _weighted(f, name)
+            hv = hvp(scalar, wrt=wrt)
+            basis = np.eye(x.size, dtype=x.dtype).reshape((x.size,) + x.shape)
+            weights = np.eye(max(y.size, 1), dtype=y.dtype).reshape((max(y.size, 1),) + y.shape)
+
+            def run():
+                return np.stack([np.stack([hv(*args, w=w, tangent=v, **kwargs)[1] for v in basis], axis=-1)
+                                 for w in weights]).reshape(y.shape + x.shape + x.shape)
+            timing, H = _timed(run, repeats, min_time)
+            if per_sample:
+                H = _per_sample(H, y.ndim, x.ndim, ref.shape)
+            how = f"{y.size * x.size} forward-over-reverse HVPs ({y.size} output entries x {x.size} basis vectors)"
+        diff = float(np.abs(H - ref).max(initial=0.0))
+        t = timing
+        report.rows.append(Row(order, 0, None, ref.size, ref.size * itemsize, t.median, t.q1, t.q3, t.min, t.max,
+                               t.count, diff, diff / scale, how))
+    return report
+
+
+def _weighted(f: Callable, name: str) -> Callable:
+    """``sum(w * f(...))`` with ``w`` a keyword (the scalar whose HVPs give one output entry's Hessian)."""
+    import inspect
+    from .graph import fn
+
+    def scalar(*a, w, **k):
+        return fn.sum(f(*a, **k) * w)
+    sig = inspect.signature(f)
+    scalar.__signature__ = sig.replace(parameters=list(sig.parameters.values())
+                                       + [inspect.Parameter("w", inspect.Parameter.KEYWORD_ONLY)])
+    scalar.__name__ = f"sum(w * {getattr(f, '__name__', 'f')})"
+    return scalar
+
+
+def _per_sample(H: np.ndarray, out_ndim: int, in_ndim: int, shape: tuple) -> np.ndarray:
+    """The per-sample blocks ``(B, *O, *I, *I)`` of a full ``(B, *O, B, *I, B, *I)`` Hessian block."""
+    ar = np.arange(H.shape[0])
+    idx = (ar,) + (slice(None),) * (out_ndim - 1) + (ar,) + (slice(None),) * (in_ndim - 1) + (ar,)
+    return H[idx].reshape(shape)

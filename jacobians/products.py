@@ -7,18 +7,22 @@
   adjoint and the adjoint's tangent; at each op the tangent of ``J^T u`` gains the second-order
   rule (:mod:`jacobians.second`) contracted with the adjoint and the argument tangents.
 
-Only the nodes on a path from a ``wrt`` input to the output are visited.
+Only the nodes on a path from a ``wrt`` input to the output are visited.  Index maps are gathers on
+the way in and scatter-adds on the way out (:meth:`Factored.product`), never dense 0/1 tensors; a
+second-order term with maps (a convolution's cross term) is contracted by :func:`contract_any`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .factored import Factored
 from .graph import Graph
-from .second import Site, rule_for, second_order
-from .terms import contract_groups
+from .indexmaps import gather
+from .second import Mapped, Site, rule_for, second_order
+from .terms import Term, contract_groups
 
-__all__ = ["jvp", "vjp", "hvp", "site", "active"]
+__all__ = ["jvp", "vjp", "hvp", "site", "active", "contract_any"]
 
 
 def site(graph: Graph, i: int) -> Site:
@@ -44,6 +48,27 @@ def _links(graph: Graph, i: int, have) -> list[tuple[int, int]]:
 
 def _apply(f, v, side):
     return f.product(v[..., None], side)[0][..., 0]
+
+
+def contract_any(term: Term | Mapped, given: dict[int, np.ndarray], keep: int) -> np.ndarray:
+    """:func:`~jacobians.terms.contract_groups` for a term that may hold index maps: a given array on
+    the mapped group is gathered through the maps first; when the mapped group is the one kept, the
+    other given arrays become operands of a :class:`Factored` whose cotangent product scatters
+    (``given`` must then hold group 0)."""
+    if not isinstance(term, Mapped):
+        return contract_groups(term, given, keep)
+    T, maps, g = term
+    if g in given:
+        arr, labels = np.asarray(given[g]), T.groups[g]
+        for m in maps:
+            arr, labels = gather(m, arr, labels)
+        rest = {h: v for h, v in given.items() if h != g}
+        return contract_groups(Term(T.groups, T.operands + ((labels, arr),), T.sizes), rest, keep)
+    if g != keep or 0 not in given:
+        raise AssertionError(f"contract_any: maps on group {g}, keep {keep}, given {sorted(given)}")
+    ops = T.operands + tuple((T.groups[h], np.asarray(v)) for h, v in given.items() if h != 0)
+    f = Factored(T.groups[0], T.groups[g], T.shape(0), T.shape(g), ops, maps=maps)
+    return _apply(f, np.asarray(given[0]), "out")
 
 
 def output_value(graph: Graph) -> np.ndarray:
@@ -123,5 +148,5 @@ def hvp(graph: Graph, tangents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 if k in dict(links) and l in tangent_args:
                     a = dict(links)[k]
                     for term in terms:
-                        add(ydot, a, contract_groups(term, {0: ybar[i], 2: t[tangent_args[l]]}, keep=1))
+                        add(ydot, a, contract_any(term, {0: ybar[i], 2: t[tangent_args[l]]}, keep=1))
     return {w: _or_zeros(ydot.get(graph.inputs[w]), graph.nodes[graph.inputs[w]].value, y) for w in wrt}
