@@ -153,3 +153,21 @@ def test_slices_key_plans_by_their_bounds():
     assert len(jf._cache) == 2
     np.testing.assert_allclose(J3[:, 0, 0], 2.0 * np.cos(x[:, 0]))
     assert not J3[:, 0, 1:].any() and not J3[:, 1, [0, 2, 3]].any()
+
+
+def test_zeros_of_an_independent_output_come_back_per_sample():
+    """An output that does not depend on a batched x but does, per sample, on a batched y: its zeros
+    w.r.t. x are (B, *O, *I) like its Jacobian w.r.t. y, not (B, *O, B, *I); where no batched wrt
+    argument reaches the output per sample, the full layout stays."""
+    def f(x, y, W):
+        return np.sin(y) * 2.0, np.tanh(x @ W), W.sum() * 1.0
+    B = 3
+    x, y, W = np.full((B, 4), 0.3), np.linspace(0.1, 0.6, B * 2).reshape(B, 2), np.full((4, 5), 0.1)
+    for order in ORDERS:
+        (J0, J1, J2) = jac.jacobian(f, wrt=("x", "y", "W"), batched=("x", "y"), order=order)(x, y, W)
+        assert J0["x"].shape == (B, 2, 4) and not J0["x"].any(), order
+        assert J0["y"].shape == (B, 2, 2) and J0["W"].shape == (B, 2, 4, 5)
+        assert J1["y"].shape == (B, 5, 2) and not J1["y"].any()
+        np.testing.assert_allclose(J0["y"][:, [0, 1], [0, 1]], 2.0 * np.cos(y))
+        assert J2["x"].shape == (B, 4) and J2["y"].shape == (B, 2)   # () output: (*out, B, *in)
+        assert J2["W"].shape == (4, 5)
