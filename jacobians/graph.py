@@ -139,6 +139,8 @@ def _hashable(v):
         return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
     if isinstance(v, np.ndarray):   # an index array (E[ids], take): plans depend on its shape, not its values
         return ("ndarray", v.shape, v.dtype.str)
+    if isinstance(v, slice):   # unhashable before Python 3.12: x[..., 1:3] would re-plan every call
+        return ("slice", _hashable(v.start), _hashable(v.stop), _hashable(v.step))
     try:
         hash(v)
     except TypeError:

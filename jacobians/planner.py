@@ -475,12 +475,17 @@ def _finish(planner: _Planner, blocks: dict, batched: tuple[str, ...]) -> dict:
     batch axis once) where ``name`` is batched and the batch delta survives."""
     graph = planner.graph
     results = {}
+    collapses = lambda name, block: name in batched and len(block.top) > 0 and block.top[:1] == block.bottom[:1]
+    per_sample = {out for (out, name), block in blocks.items() if block is not None and collapses(name, block)}
     for (out, name), block in blocks.items():
         in_shape = np.shape(graph.nodes[graph.inputs[name]].value)
-        if block is None:  # the output does not depend on this argument: zeros, no delta, full layout
-            results[(out, name)] = (None, tuple(np.shape(graph.nodes[out].value)) + tuple(in_shape))
+        if block is None:  # the output does not depend on this argument: zeros, no delta
+            out_shape = tuple(np.shape(graph.nodes[out].value))
+            # per-sample like the output's other batched Jacobians where one is; else the full layout
+            keep = 1 if name in batched and out in per_sample else 0
+            results[(out, name)] = (None, out_shape + tuple(in_shape[keep:]))
             continue
-        collapse = name in batched and block.top[:1] == block.bottom[:1] and len(block.top) > 0
+        collapse = collapses(name, block)
         target = [planner.fresh(planner.sizes[l]) for l in block.top + block.bottom]
         if collapse:
             target[len(block.top)] = target[0]

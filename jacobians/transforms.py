@@ -249,7 +249,10 @@ def jacobian(f: Callable, wrt=0, *, batched=None, order="optimal", search_time: 
     pytree output): for ``f`` returning ``(h, c)``, ``wrt="x"`` gives ``(dh/dx, dc/dx)``
     and ``wrt=("x", "W")`` gives ``({"x": dh/dx, "W": dh/dW}, {"x": dc/dx, "W": dc/dW})``;
     a dict output ``{"h": h}`` gives ``{"h": dh/dx}`` or ``{"h": {"x": ..., "W": ...}}``.
-    An output that depends on no wrt argument (or a constant) gives zeros.  The outputs
+    An output that depends on no wrt argument (or a constant) gives zeros.  Zeros for an
+    output ``(B, *O)`` that does not depend on a batched argument ``x`` ``(B, *I)`` are
+    per-sample ``(B, *O, *I)`` when the same output's Jacobian w.r.t. another batched
+    wrt argument is per-sample (the output is a per-sample value), else ``(*out, B, *I)``.  The outputs
     share one trace and one plan: reverse accumulation sweeps from each output, forward
     accumulation plans each ``d v / d x`` once for all outputs; ``optimal`` picks the cheaper.
     ``order`` is ``"optimal"`` (default), ``"forward"``, ``"reverse"``, ``"bracket"``,

@@ -116,3 +116,58 @@ def test_a_sum_of_zero_d_blocks_keeps_both_terms():
         (J, K) = jac.jacobian(g, wrt=("x1", "x2"), order=order)(np.float64(0.3), np.float64(0.7))
         assert (float(J["x1"]), float(J["x2"]), float(K["x1"]), float(K["x2"])) == \
             pytest.approx((1.7, 0.3, 1.0, -1.0)), order
+
+
+@pytest.mark.parametrize("name", ["RoeFlux_3d", "Encoder", "f"])
+def test_a_task_with_slices_is_planned_once(name, monkeypatch):
+    """x[..., 1:3] has a slice parameter (unhashable before Python 3.12): its trace must still have a
+    signature, or every call re-plans (and re-searches) -- the batch-512 runtime of these three tasks
+    was the search, not the contraction."""
+    from jacobians import transforms
+    made = []
+    make = transforms.make_plan
+    monkeypatch.setattr(transforms, "make_plan", lambda *a, **k: made.append(1) or make(*a, **k))
+    task = TASKS[name]
+    jf = jac.jacobian(task.fn, wrt=task.wrt, batched=tuple(n for n in task.batched if n in task.wrt),
+                      search_time=0.05)
+    first = alphagrad.toolkit_blocks(task, jf(**task.sample_args(3)))
+    again = alphagrad.toolkit_blocks(task, jf(**task.sample_args(3)))
+    assert len(made) == 1 and len(jf._cache) == 1
+    for key, a in first.items():
+        np.testing.assert_array_equal(a, again[key])
+
+
+def test_slices_key_plans_by_their_bounds():
+    """Equal slices share a plan; other bounds (same shapes) make another: the bounds are structure."""
+    lo = [1]
+
+    def f(x):
+        return np.sin(x[..., lo[0]:lo[0] + 2]) * 2.0
+    x = np.linspace(0.1, 0.9, 8).reshape(2, 4)
+    jf = jac.jacobian(f, batched="x")
+    J1, J2 = jf(x), jf(x[:, ::-1].copy())
+    assert len(jf._cache) == 1 and J1.shape == J2.shape == (2, 2, 4)
+    np.testing.assert_allclose(J2[:, 0, 1], 2.0 * np.cos(x[:, ::-1][:, 1]))
+    lo[0] = 0
+    J3 = jf(x)
+    assert len(jf._cache) == 2
+    np.testing.assert_allclose(J3[:, 0, 0], 2.0 * np.cos(x[:, 0]))
+    assert not J3[:, 0, 1:].any() and not J3[:, 1, [0, 2, 3]].any()
+
+
+def test_zeros_of_an_independent_output_come_back_per_sample():
+    """An output that does not depend on a batched x but does, per sample, on a batched y: its zeros
+    w.r.t. x are (B, *O, *I) like its Jacobian w.r.t. y, not (B, *O, B, *I); where no batched wrt
+    argument reaches the output per sample, the full layout stays."""
+    def f(x, y, W):
+        return np.sin(y) * 2.0, np.tanh(x @ W), W.sum() * 1.0
+    B = 3
+    x, y, W = np.full((B, 4), 0.3), np.linspace(0.1, 0.6, B * 2).reshape(B, 2), np.full((4, 5), 0.1)
+    for order in ORDERS:
+        (J0, J1, J2) = jac.jacobian(f, wrt=("x", "y", "W"), batched=("x", "y"), order=order)(x, y, W)
+        assert J0["x"].shape == (B, 2, 4) and not J0["x"].any(), order
+        assert J0["y"].shape == (B, 2, 2) and J0["W"].shape == (B, 2, 4, 5)
+        assert J1["y"].shape == (B, 5, 2) and not J1["y"].any()
+        np.testing.assert_allclose(J0["y"][:, [0, 1], [0, 1]], 2.0 * np.cos(y))
+        assert J2["x"].shape == (B, 4) and J2["y"].shape == (B, 2)   # () output: (*out, B, *in)
+        assert J2["W"].shape == (4, 5)
