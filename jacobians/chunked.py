@@ -24,7 +24,7 @@ import numpy as np
 from .limits import check_bytes, memory_limit
 from .transforms import JacobianFunction
 
-__all__ = ["chunked_jacobian", "ChunkedJacobian", "CHUNK_KEYS", "independent_samples"]
+__all__ = ["chunked_jacobian", "ChunkedJacobian", "CHUNK_KEYS", "batch_chunk", "independent_samples"]
 
 CHUNK_KEYS = ("batch",)   # the axes a chunked Jacobian splits (output labels: not yet)
 
@@ -48,6 +48,19 @@ def independent_samples(f: Callable, batched: tuple, arguments: dict) -> bool:
     alone = [np.asarray(f(**{**two, **{b: two[b][k:k + 1] for b in batched}})) for k in range(2)]
     return both.ndim > 0 and len(both) == 2 and all(a.shape == both[k:k + 1].shape and np.array_equal(a, both[k:k + 1])
                                                    for k, a in enumerate(alone))
+
+
+def batch_chunk(what: str, chunks) -> int | None:
+    """The samples per block that ``chunks`` asks for (``n`` or ``{"batch": n}``; None: the default)."""
+    if chunks is None or (isinstance(chunks, int) and not isinstance(chunks, bool)):
+        chunks = {"batch": chunks}
+    if not isinstance(chunks, dict) or set(chunks) - set(CHUNK_KEYS):
+        raise ValueError(f"{what}: chunks must be a number of samples or a dict with keys among "
+                         f"{CHUNK_KEYS}; got {chunks!r}")
+    size = chunks.get("batch")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"{what}: chunks['batch'] must be a positive number of samples; got {size!r}")
+    return size
 
 
 class _Blocks:
@@ -77,15 +90,7 @@ class ChunkedJacobian:
         self._blocks = _Blocks(f, wrt, batched, order)
         if not self.jacobian.batch_names:
             raise TypeError("chunked_jacobian: batched must name the argument(s) whose axis 0 is the sample batch")
-        if chunks is None or (isinstance(chunks, int) and not isinstance(chunks, bool)):
-            chunks = {"batch": chunks}
-        if not isinstance(chunks, dict) or set(chunks) - set(CHUNK_KEYS):
-            raise ValueError(f"chunked_jacobian: chunks must be a number of samples or a dict with keys among "
-                             f"{CHUNK_KEYS}; got {chunks!r}")
-        size = chunks.get("batch")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise ValueError(f"chunked_jacobian: chunks['batch'] must be a positive number of samples; got {size!r}")
-        self.batch = size
+        self.batch = batch_chunk("chunked_jacobian", chunks)
 
     def _shapes(self, arguments: dict, n: int) -> dict:
         """Per wrt name: (the shape of one sample's block, dtype), from plans on slices of 1 and 2 samples."""

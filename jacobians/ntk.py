@@ -36,7 +36,7 @@ from .plan import Link, Slot
 from .planner import compute_itemsize, open_reverse
 from .transforms import Transform
 
-__all__ = ["ntk", "NTKFunction", "sample_grad_norms"]
+__all__ = ["ntk", "NTKFunction", "sample_grad_norms", "chunked_ntk", "ChunkedNTK"]
 
 _SECOND = 60000   # the second batch's labels: the first's code points shifted past the surrogates
 _OPTIMAL = resolve_order("optimal")
@@ -175,7 +175,11 @@ class NTKFunction(Transform):
         return bound
 
     def _side(self, x, args, kwargs) -> _Side:
-        graph = self._trace((), self._arguments(x, args, kwargs))
+        return self._side_of(self._arguments(x, args, kwargs))
+
+    def _side_of(self, arguments: dict) -> _Side:
+        x = arguments[self.batched]
+        graph = self._trace((), arguments)
         out = graph.nodes[graph.output].value if graph.output is not None and not graph.several else None
         if graph.several or out is None:
             raise ValueError(f"{self.what}: f must return one array that depends on the traced arguments")
@@ -293,3 +297,121 @@ def sample_grad_norms(f: Callable, wrt=0, *, batched, chunk: int | None = None) 
     array([1., 1.])
     """
     return _Norms(f, wrt, batched, chunk)
+
+
+# ---------------------------------------------------------------- the kernel as a lazy dask array
+
+class _Tasks:
+    """What chunked_ntk's dask tasks run, wherever dask runs them: one chunk's open reverse sweep
+    (:class:`_Side`), or the kernel block of two chunks.  Pickled to a worker as its specification;
+    each process builds its own :class:`NTKFunction` (traces and plans are per process)."""
+
+    def __init__(self, f: Callable, wrt: list[str], batched: str) -> None:
+        self.spec = (f, list(wrt), batched)
+        self._ntk: NTKFunction | None = None
+
+    def __getstate__(self) -> dict:
+        return {"spec": self.spec, "_ntk": None}
+
+    def side(self, arguments: dict) -> _Side:
+        if self._ntk is None:
+            self._ntk = NTKFunction(*self.spec)
+        return self._ntk._side_of(arguments)
+
+    def block(self, s1: _Side, s2: _Side) -> np.ndarray:
+        out = s1.out_shape[1:]
+        target = np.zeros((s1.out_shape[0], s2.out_shape[0]) + out + out, dtype=s1.dtype)
+        _pair_block(s1, s2, target, self.spec[1], same=False)
+        return target
+
+
+def _samples(x, name: str, what: str):
+    """A batch as given (a dask array stays lazy) or as a numpy array; never a scalar."""
+    x = x if hasattr(x, "compute") and hasattr(x, "chunks") else np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError(f"{what}: {name} needs a leading batch axis; got a scalar")
+    return x
+
+
+class ChunkedNTK(NTKFunction):
+    """``chunked_ntk(f, wrt, batched=..., chunks=...)``: call it as ``(x1, x2, *rest)`` for a lazy
+    dask array of the empirical NTK."""
+
+    what = "chunked_ntk"
+
+    def __init__(self, f: Callable, wrt, batched, chunks=None) -> None:
+        from .chunked import batch_chunk
+        super().__init__(f, wrt, batched)
+        self.chunk = batch_chunk(self.what, chunks)
+        self._tasks = _Tasks(f, self.wrt, self.batched)
+
+    def __call__(self, x1, x2=None, *args, **kwargs):
+        import dask
+        import dask.array as da
+
+        symmetric = x2 is None
+        x1 = _samples(x1, "x1", self.what)
+        x2 = x1 if symmetric else _samples(x2, "x2", self.what)
+        if not symmetric and x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(f"{self.what}: x1 {x1.shape} and x2 {x2.shape} must have the same sample shape")
+        n1, n2 = len(x1), len(x2)
+        if n1 == 0 or n2 == 0:
+            raise ValueError(f"{self.what}: x1 and x2 need at least one sample; got {n1} and {n2}")
+        bound = self._arguments(x1, args, kwargs)
+        first = x1 if n1 >= 2 or symmetric else x2
+        head = np.asarray(first[:2])
+        probe = self._side_of({**bound, self.batched: head[:1]})
+        out, dtype = probe.out_shape[1:], probe.dtype
+        if len(head) >= 2 and not self._independent(head, args, kwargs):
+            raise ValueError(f"{self.what}: the samples of {self.batched!r} interact in {self._fname()} (a batch "
+                             f"mean, batch norm): blocks of samples cannot give its kernel; use ntk()")
+        c = self._chunk(n1, n2, math.prod(out), dtype.itemsize)
+        c = max(1, min(c, max(n1, n2)))
+        block_shape = (min(c, n1), min(c, n2)) + out + out
+        check_bytes(math.prod(block_shape) * dtype.itemsize, "one block of the NTK", block_shape,
+                    hint="pass a smaller chunks={'batch': ...} or raise the limit with jacobians.set_memory_limit")
+        shared = {k: (dask.delayed(v, pure=True) if isinstance(v, np.ndarray) else v)
+                  for k, v in bound.items() if k != self.batched}
+        side = dask.delayed(self._tasks.side, pure=True)
+        block = dask.delayed(self._tasks.block, pure=True)
+        sides1 = [side({**shared, self.batched: x1[i:i + c]}) for i in range(0, n1, c)]
+        sides2 = sides1 if symmetric else [side({**shared, self.batched: x2[j:j + c]}) for j in range(0, n2, c)]
+        k = len(out)
+        mirror = (1, 0) + tuple(range(2 + k, 2 + 2 * k)) + tuple(range(2, 2 + k))
+        rows: list[list] = []
+        for a, i in enumerate(range(0, n1, c)):
+            row = []
+            for b, j in enumerate(range(0, n2, c)):
+                if symmetric and b < a:   # the kernel is symmetric: the upper block, transposed
+                    row.append(rows[b][a].transpose(mirror))
+                    continue
+                shape = (min(c, n1 - i), min(c, n2 - j)) + out + out
+                row.append(da.from_delayed(block(sides1[a], sides2[b]), shape, dtype=dtype))
+            rows.append(row)
+        return da.concatenate([da.concatenate(r, axis=1) for r in rows], axis=0)
+
+
+def chunked_ntk(f: Callable, wrt=0, *, batched, chunks=None) -> ChunkedNTK:
+    """The empirical NTK of :func:`ntk` as a lazy ``dask.array``, one task per pair of sample blocks.
+
+    ``chunked_ntk(f, wrt, batched="x", chunks={"batch": n})(x1, x2, *rest)`` has :func:`ntk`'s
+    shape ``(N1, N2, *O, *O)`` and values, chunked ``n`` samples by ``n`` samples on its first two
+    axes (``chunks=n`` is the same; default: from :func:`jacobians.memory_limit`).  Each block of
+    samples' reverse sweep is one task, each pair of blocks' contraction another; with ``x2=None``
+    only the blocks on and above the diagonal are contracted, those below are their transposes.
+    Nothing runs until asked: ``.to_zarr(path)`` writes the kernel block by block without holding
+    it, and a ``dask.distributed`` ``Client`` runs the tasks on its workers (each worker applies its
+    own :func:`jacobians.memory_limit`).  ``x1``/``x2`` may be dask arrays.  Samples that interact
+    (a batch mean, batch norm) are refused: use :func:`ntk`.  Needs the ``dask`` extra.
+
+    >>> import numpy as np, jacobians as jac
+    >>> def net(x, W, b):
+    ...     return jac.fn.tanh(jac.fn.linear(x, W, b))
+    >>> x, W, b = np.linspace(-1, 1, 15).reshape(5, 3), np.full((2, 3), 0.1), np.zeros(2)
+    >>> theta = jac.chunked_ntk(net, wrt=("W", "b"), batched="x", chunks=2)(x, None, W, b)
+    >>> theta.shape, theta.chunks[:2]
+    ((5, 5, 2, 2), ((2, 2, 1), (2, 2, 1)))
+    >>> np.allclose(theta.compute(), jac.ntk(net, wrt=("W", "b"), batched="x")(x, None, W, b))
+    True
+    """
+    return ChunkedNTK(f, wrt, batched, chunks)

@@ -192,3 +192,110 @@ def test_against_jax():
     ref = sum(np.einsum("aop,bqp->aboq", flat(a), flat(b)) for a, b in zip(J1, J2))
     theta = jac.ntk(mlp, wrt=("W1", "b1", "W2", "b2"), batched="x")(x1, x2, *rest)
     np.testing.assert_allclose(theta, ref, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- jac.chunked_ntk: the kernel as dask tasks
+
+WRT = ("W1", "b1", "W2", "b2")
+
+
+@pytest.mark.parametrize("chunks", [1, 3, {"batch": 4}, 100])
+def test_chunked_against_in_process_synchronous(chunks):
+    da = pytest.importorskip("dask.array")
+    rest = mlp_args()
+    x, x2 = RNG.normal(size=(7, 4)), RNG.normal(size=(5, 4))
+    c = chunks["batch"] if isinstance(chunks, dict) else chunks
+    for other in (None, x2):
+        theta = jac.chunked_ntk(mlp, wrt=WRT, batched="x", chunks=chunks)(x, other, *rest)
+        n2 = 7 if other is None else 5
+        assert isinstance(theta, da.Array) and theta.shape == (7, n2, 3, 3) and theta.dtype == np.float64
+        assert theta.chunks[0] == tuple(min(c, 7 - i) for i in range(0, 7, c))
+        assert theta.chunks[1] == tuple(min(c, n2 - j) for j in range(0, n2, c))
+        expected = jac.ntk(mlp, wrt=WRT, batched="x")(x, other, *rest)
+        np.testing.assert_allclose(theta.compute(scheduler="synchronous"), expected, rtol=1e-13, atol=1e-13)
+
+
+def test_chunked_symmetric_contracts_the_upper_blocks_once(monkeypatch):
+    pytest.importorskip("dask.array")
+    calls = []
+    original = ntk_module._pair_block
+
+    def spy(s1, s2, target, wrt, same):
+        calls.append(target.shape[:2])
+        return original(s1, s2, target, wrt, same)
+    monkeypatch.setattr(ntk_module, "_pair_block", spy)
+    rest = mlp_args()
+    x = RNG.normal(size=(7, 4))
+    theta = jac.chunked_ntk(mlp, wrt=WRT, batched="x", chunks=3)(x, None, *rest).compute(scheduler="synchronous")
+    assert sorted(calls) == sorted([(3, 3), (3, 3), (3, 1), (3, 3), (3, 1), (1, 1)])   # 6 of the 3 x 3 blocks
+    np.testing.assert_allclose(theta, explicit(mlp, WRT, x, x, rest), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(theta, theta.transpose(1, 0, 3, 2), rtol=0, atol=0)
+
+
+def test_chunked_cnn_with_a_dask_input():
+    da = pytest.importorskip("dask.array")
+    rest = [RNG.normal(size=s) for s in [(3, 2, 3, 3), (3,), (5, 12), (5,)]]
+    wrt = ("W", "b", "V", "c")
+    x1, x2 = RNG.normal(size=(5, 2, 6, 6)), RNG.normal(size=(3, 2, 6, 6))
+    theta = jac.chunked_ntk(cnn, wrt=wrt, batched="x", chunks=2)(da.from_array(x1, chunks=3), x2, *rest)
+    assert theta.chunks[:2] == ((2, 2, 1), (2, 1))
+    np.testing.assert_allclose(theta.compute(scheduler="synchronous"), explicit(cnn, wrt, x1, x2, rest),
+                               rtol=1e-11, atol=1e-11)
+
+
+def test_chunked_scalar_output_and_keyword_arguments():
+    pytest.importorskip("dask.array")
+    W, v = RNG.normal(size=(4, 4)) * 0.5, RNG.normal(size=4)
+    x = RNG.normal(size=(5, 4))
+    theta = jac.chunked_ntk(tied, wrt=("W", "v"), batched="x", chunks=2)(x, None, W, v=v)
+    assert theta.shape == (5, 5) and theta.chunks == ((2, 2, 1), (2, 2, 1))
+    np.testing.assert_allclose(theta.compute(scheduler="synchronous"), explicit(tied, ("W", "v"), x, x, [W, v]),
+                               rtol=1e-11, atol=1e-12)
+
+
+def test_chunked_to_zarr(tmp_path):
+    pytest.importorskip("dask.array")
+    zarr = pytest.importorskip("zarr")
+    rest = mlp_args()
+    x = RNG.normal(size=(9, 4))
+    theta = jac.chunked_ntk(mlp, wrt=WRT, batched="x", chunks=4)(x, None, *rest)
+    path = str(tmp_path / "ntk.zarr")
+    theta.to_zarr(path, compute=True)
+    stored = zarr.open_array(path, mode="r")
+    assert stored.shape == (9, 9, 3, 3) and stored.chunks[:2] == (4, 4)
+    np.testing.assert_allclose(stored[...], jac.ntk(mlp, wrt=WRT, batched="x")(x, None, *rest), rtol=1e-13, atol=1e-13)
+
+
+def test_chunked_on_a_two_process_local_cluster():
+    pytest.importorskip("dask.array")
+    distributed = pytest.importorskip("distributed")
+    rest = mlp_args()
+    x1, x2 = RNG.normal(size=(6, 4)), RNG.normal(size=(4, 4))
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                  memory_limit="1GiB") as cluster, distributed.Client(cluster) as client:
+        gram = jac.chunked_ntk(mlp, wrt=WRT, batched="x", chunks=2)(x1, None, *rest)
+        cross = jac.chunked_ntk(mlp, wrt=WRT, batched="x", chunks=3)(x1, x2, *rest)
+        got = client.compute([gram, cross], sync=True)
+        where = client.run(lambda: __import__("os").getpid())
+    assert len(set(where.values())) == 2
+    f = jac.ntk(mlp, wrt=WRT, batched="x")
+    np.testing.assert_allclose(got[0], f(x1, None, *rest), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got[1], f(x1, x2, *rest), rtol=1e-13, atol=1e-13)
+
+
+def test_chunked_refusals_name_the_problem():
+    pytest.importorskip("dask.array")
+    rest = mlp_args()
+    W = RNG.normal(size=(3, 4))
+    with pytest.raises(ValueError, match="chunked_ntk: the samples of 'x' interact"):
+        jac.chunked_ntk(coupled, wrt="W", batched="x", chunks=2)(RNG.normal(size=(6, 4)), None, W)
+    with pytest.raises(ValueError, match=r"chunked_ntk: chunks must be .* keys among \('batch',\)"):
+        jac.chunked_ntk(mlp, wrt="W1", batched="x", chunks={"rows": 2})
+    with pytest.raises(ValueError, match=r"chunked_ntk: chunks\['batch'\] must be a positive"):
+        jac.chunked_ntk(mlp, wrt="W1", batched="x", chunks=0)
+    with pytest.raises(ValueError, match=r"chunked_ntk: x1 \(3, 4\) and x2 \(3, 5\)"):
+        jac.chunked_ntk(mlp, wrt="W1", batched="x")(np.ones((3, 4)), np.ones((3, 5)), *rest)
+    with pytest.raises(ValueError, match="chunked_ntk: x1 needs a leading batch axis"):
+        jac.chunked_ntk(mlp, wrt="W1", batched="x")(np.float64(1.0), None, *rest)
+    with limited_memory(5_000), pytest.raises(jac.JacobianTooLarge, match="one block of the NTK"):
+        jac.chunked_ntk(mlp, wrt=WRT, batched="x", chunks=10)(RNG.normal(size=(10, 4)), None, *rest)
