@@ -81,7 +81,7 @@ def expand_batch(J: np.ndarray, out_ndim: int) -> np.ndarray:
 
 
 def check_jacobian(op: _ops.Op | str, *args, batch: bool = True, rtol: float = 1e-5, atol: float = 1e-7,
-                   eps: float = 1e-6, full_limit: int = 40_000, directions: int = 4, seed: int = 0,
+                   step: float = 1e-6, full_limit: int = 40_000, directions: int = 4, seed: int = 0,
                    order: int = 1, **params) -> list[CheckResult]:
     """Check every Jacobian of ``op`` at ``args`` against central differences (float64).
 
@@ -89,13 +89,16 @@ def check_jacobian(op: _ops.Op | str, *args, batch: bool = True, rtol: float = 1
     per-sample ``out.shape + arg.shape[1:]`` when ``batch`` and samples are independent.
     Raises ``AssertionError`` naming the op, the argument, the shapes, analytic vs numeric.
 
+    ``step`` is the difference step (relative); every other keyword is the op's own parameter
+    (``eps=`` of ``layer_norm`` and ``batch_norm`` included).
+
     ``order=2`` checks every second derivative block instead (:func:`check_hessian` on the op;
     with ``batch``, the per-sample Hessians w.r.t. the op's batched data argument).
     """
     op = _ops.get(op) if isinstance(op, str) else op
     args64 = [np.asarray(a, dtype=np.float64) if _is_float(a) else a for a in args]
     if order == 2:
-        return _check_op_hessian(op, args64, params, batch, rtol, atol, eps)
+        return _check_op_hessian(op, args64, params, batch, rtol, atol, step)
     if order != 1:
         raise ValueError(f"check_jacobian: order must be 1 or 2; got {order!r}")
     value, jacs = op(*args64, batch=batch, **params)
@@ -124,14 +127,14 @@ def check_jacobian(op: _ops.Op | str, *args, batch: bool = True, rtol: float = 1
 
         size = value.size * x.size
         if size <= full_limit:
-            numeric = numerical_jacobian(f, x, eps)
+            numeric = numerical_jacobian(f, x, step)
             analytic = expand_batch(J, value.ndim) if full is None else full
             results.append(_compare(op.name, name, J.shape, "full", analytic, numeric, rtol, atol, args64))
         else:
             worst = None
             for _ in range(directions):
                 u = rng.normal(size=x.shape)
-                numeric = directional_derivative(f, x, u, eps)
+                numeric = directional_derivative(f, x, u, step)
                 if full is None:
                     B = x.shape[0]
                     Jf = J.reshape(B, value.size // B, x.size // B)

@@ -1369,3 +1369,11 @@ def test_scalar_sums_of_paths_keep_every_term(order):
     J = jac.jacobian(lambda x1, x2: x1 * x2 + x1, wrt=("x1", "x2"), order=order)(x1, x2)
     assert J["x1"].shape == () and J["x2"].shape == ()
     np.testing.assert_allclose([J["x1"], J["x2"]], [1.3, 0.7], rtol=1e-15)
+
+
+def test_zero_d_arguments_through_sums_and_broadcasts():
+    """0-d blocks that are added into (a numpy scalar is read-only) and 0-d arguments broadcast
+    against arrays: both once failed with "output array is read-only"."""
+    np.testing.assert_allclose(jac.jacobian(lambda x: jac.fn.abs(x * x))(np.array(0.7)), 1.4, rtol=1e-15)
+    J = jac.jacobian(lambda a, b: a * (0.1 * b * b), wrt="b")(np.ones((3, 2)), np.array(0.5))
+    np.testing.assert_allclose(J, np.full((3, 2), 0.1), rtol=1e-14)
