@@ -2,7 +2,9 @@
 
 A line ending in ``# -> VALUE`` is a check: the statement must be an
 expression, and its value must equal ``VALUE`` (evaluated in the page's
-namespace; tuples, lists and arrays compared element by element).  Needs
+namespace; tuples, lists and arrays compared element by element).  A block
+whose first line is ``# requires: dask, zarr`` runs only where those import (the
+page stops there otherwise: later blocks may build on it).  Needs
 neither mkdocs nor matplotlib: the suite installs only ``.[test]``.  The op
 table of the API reference is generated from ``jacobians.ops.OPS`` by
 ``docs/hooks.py`` at build time; its generator is tested here too.
@@ -28,6 +30,7 @@ DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
 FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 CHECK = "# ->"
+REQUIRES = re.compile(r"#\s*requires:\s*([\w, ]+)")   # a block's first line: the optional modules it needs
 
 
 def blocks(page: Path) -> list[tuple[int, str]]:
@@ -113,6 +116,11 @@ def test_page_code_runs(page):
     filename = f"docs/{page.relative_to(DOCS)}"
     remember(filename, page_code(page))
     for start, source in blocks(page):
+        needs = REQUIRES.match(source)
+        missing = [m for m in (needs.group(1).replace(",", " ").split() if needs else ())
+                   if importlib.util.find_spec(m) is None]
+        if missing:   # an optional extra's block (and every later one: they may build on it)
+            pytest.skip(f"{filename} line {start}: needs {', '.join(missing)} (an optional extra)")
         run_block(source, filename, ns, first_line=start)
 
 
