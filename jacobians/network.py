@@ -57,6 +57,12 @@ class Network:
     def eq(self) -> str:
         return ",".join(self.terms) + "->" + self.output
 
+    @functools.cached_property
+    def _elementwise(self) -> bool:
+        """Every operand (two or more) is on the output's labels, in its order, or a scalar."""
+        return len(self.terms) > 1 and all(t in (self.output, "") for t in self.terms) \
+            and any(t == self.output for t in self.terms)
+
     @property
     def sizes(self) -> dict[str, int]:
         return {l: n for t, s in zip(self.terms, self.shapes) for l, n in zip(t, s)}
@@ -97,6 +103,11 @@ class Network:
         """Contract ``arrays`` along ``path`` with :func:`contract_pair`, in ``chunk = (label, n)``
         slices of one output label when given (samples, rows: any label the output keeps)."""
         if chunk is None:
+            if self._elementwise:   # a,a,->a: one product per operand, none of contract_pair's bookkeeping
+                out = np.multiply(arrays[0], arrays[1])
+                for a in arrays[2:]:
+                    out = np.multiply(out, a)
+                return out
             return self._contract(arrays, path)
         label, n = chunk
         arrays = [np.asarray(a) for a in arrays]
