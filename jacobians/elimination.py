@@ -28,9 +28,14 @@ own subgraph), and their sums of blocks are never dearer.  Other orders:
   bounded by the cheapest of those: dynamic programming over the sets of eliminated
   vertices (keeping the cheapest state per set) while the graph has at most
   :data:`EXACT_MAX` intermediate vertices, otherwise a beam search of width
-  :data:`BEAM_WIDTH`; within ``search_time`` seconds (:data:`SEARCH_TIME` by default),
-  past which the best partial order is completed in Markowitz order.  It is never
-  more expensive than both pure modes: their plans are candidates too.
+  :data:`BEAM_WIDTH`, on at most half of ``search_time`` seconds (:data:`SEARCH_TIME` by
+  default; past it the best partial order is completed in Markowitz order); then, until
+  ``search_time``, an anytime local search on complete orders (:func:`_local_search`):
+  seeded with the heuristics' and that search's orders, it tries Markowitz orders with
+  random tie-breaking and moves a vertex of the best order elsewhere, costing every order
+  exactly (replayed from the longest unchanged prefix), until ``n (n - 1)`` rounds bring
+  nothing (skipped where the DP finished: it was exhaustive).  It is never more expensive
+  than both pure modes: their plans are candidates too.
 
 Orders are stated by node names (``"tanh_0"``, ``"add_1"``), not positions, so a
 chosen order can be saved and replayed with ``order=Elimination(names)``.
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 import time
 from dataclasses import dataclass
 
@@ -443,6 +449,99 @@ def _search(start: _State, deadline: float, best_flops: float) -> _State | None:
     return best
 
 
+CHECKPOINT_EVERY = 6   # the local search keeps the state after every 6th vertex of the best order
+
+
+def _markowitz_noisy(state: _State, rng: random.Random, noise: float) -> _State:
+    """Markowitz order with random tie-breaking: each degree times a random factor in [1, 1 + noise]."""
+    while True:
+        rest = state.remaining()
+        if not rest:
+            return state
+
+        def key(v):
+            free, degree, name = state.markowitz(v)
+            return free, degree * (1.0 + noise * rng.random()), name
+        state.eliminate(min(rest, key=key))
+
+
+def _local_search(start: _State, seeds: list[list[int]], deadline: float, best_flops: float,
+                  seed: int = 0) -> _State | None:
+    """Anytime improvement of complete elimination orders within ``deadline``; None if nothing beat
+    ``best_flops``.
+
+    The cheapest seed (each replayed with the cheaper side at every vertex) is the incumbent, kept
+    with its states after every :data:`CHECKPOINT_EVERY`-th vertex, so that a changed order is
+    replayed from the last checkpoint before its first change, and abandoned as soon as its prefix
+    costs as much as the incumbent.  Each round moves one vertex of the incumbent to another
+    position (most rounds) or draws a Markowitz order with random tie-breaking; a cheaper
+    complete order becomes the incumbent.  It stops at the deadline or after ``n (n - 1)`` rounds
+    (n vertices) without an improvement."""
+    rng = random.Random(seed)
+    bound = [math.inf]
+
+    def total(st: _State) -> float:
+        t = st.clone()
+        try:
+            t.finish()
+        except JacobianTooLarge:
+            return math.inf
+        return t.flops
+
+    def replay(order: list[int], frm: int, base: _State) -> tuple[_State | None, list]:
+        st, marks = base.clone(), []
+        try:
+            for i in range(frm, len(order)):
+                if i % CHECKPOINT_EVERY == 0:
+                    marks.append(st.clone())
+                st.eliminate(order[i])
+                if st.flops >= bound[0] or st.exhausted(deadline):
+                    return None, []
+        except JacobianTooLarge:
+            return None, []
+        return st, marks
+
+    cur = cur_order = None
+    checkpoints: list[_State] = []
+    for order in seeds:
+        st, marks = replay(order, 0, start)
+        cost = total(st) if st is not None else math.inf
+        if cost < bound[0]:
+            cur, cur_order, checkpoints, bound[0] = st, list(order), marks, cost
+    if cur is None:
+        return None
+    n = len(cur_order)
+    idle = 0   # rounds since the last improvement: stop after n (n - 1), as many as there are moves
+    while n > 1 and idle < n * (n - 1) and not start.exhausted(deadline):
+        idle += 1
+        if rng.random() < 0.2:
+            try:
+                st = _markowitz_noisy(start.clone(), rng, rng.choice((0.1, 0.3, 1.0)))
+            except JacobianTooLarge:
+                continue
+            if st.flops >= bound[0]:
+                continue
+            order, marks = list(st.eliminated), None
+        else:
+            i, j = rng.sample(range(n), 2)
+            order = list(cur_order)
+            order.insert(j, order.pop(i))
+            k = min(min(i, j) // CHECKPOINT_EVERY, len(checkpoints) - 1)
+            st, marks = replay(order, k * CHECKPOINT_EVERY, checkpoints[k])
+            if st is None:
+                continue
+            marks = checkpoints[:k] + marks
+        cost = total(st)
+        if cost < bound[0]:
+            if marks is None:
+                bound[0] = math.inf   # the checkpoints of an order drawn whole: replay it once
+                _, marks = replay(order, 0, start)
+            if marks:
+                cur, cur_order, checkpoints, idle = st, order, marks, 0
+            bound[0] = total(cur)
+    return cur if bound[0] < best_flops else None
+
+
 def eliminate(graph, wrt: list[str], order, path_order, itemsize: int, factors: dict,
               search_time: float | None = None) -> list[tuple[int, _Planner, dict, tuple[str, ...], str]]:
     """Candidate plans by vertex elimination: ``(flops, planner, blocks, order as names, how)``;
@@ -472,7 +571,8 @@ def eliminate(graph, wrt: list[str], order, path_order, itemsize: int, factors: 
     elif order == "markowitz":
         runs.append((_markowitz_rest(start.clone()), "markowitz"))
     elif order == "optimal":
-        deadline = time.perf_counter() + (SEARCH_TIME if search_time is None else search_time)
+        budget = SEARCH_TIME if search_time is None else search_time
+        began = time.perf_counter()
         best = math.inf
         for how, make in (("forward", lambda: _run(start.clone(), topo, "in")),
                           ("reverse", lambda: _run(start.clone(), topo[::-1], "out")),
@@ -485,7 +585,18 @@ def eliminate(graph, wrt: list[str], order, path_order, itemsize: int, factors: 
                 continue
             runs.append((st, how))
             best = min(best, t.flops)
-        found = _search(start.clone(), deadline, best) if topo else None
+        found = _search(start.clone(), began + budget / 2, best) if topo else None
+        seeds = [list(st.eliminated) for st, _ in runs]
+        if found is not None:
+            t = found.clone()
+            t.finish()
+            best = min(best, t.flops)
+            seeds.insert(0, list(found.eliminated))
+        # the DP, finished within its half of the budget, was exhaustive: nothing left to improve
+        exact = len(topo) <= EXACT_MAX and time.perf_counter() < began + budget / 2
+        improved = _local_search(start, seeds, began + budget, best) if len(topo) > 1 and not exact else None
+        if improved is not None:
+            found = improved
         if found is not None:
             runs.append((found, "searched"))
     else:

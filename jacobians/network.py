@@ -60,6 +60,12 @@ class Network:
     def eq(self) -> str:
         return ",".join(self.terms) + "->" + self.output
 
+    @functools.cached_property
+    def _elementwise(self) -> bool:
+        """Every operand (two or more) is on the output's labels, in its order, or a scalar."""
+        return len(self.terms) > 1 and all(t in (self.output, "") for t in self.terms) \
+            and any(t == self.output for t in self.terms)
+
     @property
     def sizes(self) -> dict[str, int]:
         return {l: n for t, s in zip(self.terms, self.shapes) for l, n in zip(t, s)}
@@ -102,6 +108,11 @@ class Network:
 
         ``xp`` is the arrays' backend (:mod:`jacobians.backends`; numpy arrays by default)."""
         if chunk is None:
+            if self._elementwise:   # a,a,->a: one product per operand, none of contract_pair's bookkeeping
+                out = xp.multiply(arrays[0], arrays[1])
+                for a in arrays[2:]:
+                    out = xp.multiply(out, a)
+                return out
             return self._contract(arrays, path, xp)
         label, n = chunk
         if xp is _numpy:

@@ -171,3 +171,31 @@ def test_zeros_of_an_independent_output_come_back_per_sample():
         np.testing.assert_allclose(J0["y"][:, [0, 1], [0, 1]], 2.0 * np.cos(y))
         assert J2["x"].shape == (B, 4) and J2["y"].shape == (B, 2)   # () output: (*out, B, *in)
         assert J2["W"].shape == (4, 5)
+
+
+def test_elementwise_networks_take_the_product_path_and_agree():
+    """Scalar programs at a batch make networks like ``a,a,->a`` (every operand on the output's
+    labels or a scalar): they run as plain products, with the same values as the pairwise path."""
+    from jacobians.execute import execute
+    from jacobians.plan import NetStep
+    task = TASKS["RoeFlux_1d"]
+    args = task.sample_args(7)
+    jf = jac.jacobian(task.fn, wrt=task.wrt, batched=task.wrt, order="reverse")
+    graph, plan = jf.plan_and_graph((), args)
+    nets = [s.network for s in plan.steps if isinstance(s, NetStep)]
+    assert nets and all(n._elementwise for n in nets)
+    fast = execute(plan, graph)
+    for n in nets:
+        n.__dict__["_elementwise"] = False
+    try:
+        slow = execute(plan, graph)
+    finally:
+        for n in nets:
+            n.__dict__.pop("_elementwise")
+    assert fast.keys() == slow.keys()
+    for k in fast:
+        np.testing.assert_allclose(fast[k], slow[k], rtol=1e-14, atol=0)
+    from jacobians.network import Network
+    assert not Network(("ab", "b"), ((2, 3), (3,)), "ab")._elementwise    # broadcasting: the general path
+    assert not Network(("ba", "ab"), ((3, 2), (2, 3)), "ab")._elementwise  # a transpose: the general path
+    assert Network(("ab", "", "ab"), ((2, 3), (), (2, 3)), "ab")._elementwise

@@ -248,3 +248,30 @@ def test_compare_adds_elimination_rows_where_the_graph_branches_and_explain_show
     assert [r.order for r in chain.rows] == ["optimal"] and any("no elimination rows" in n for n in chain.notes)
     text = str(jac.explain(gated, x, wrt="x", order="markowitz"))
     assert "elimination order, first to last (2 vertices): multiply_0 -> tanh_0" in text
+
+
+def test_the_local_search_improves_a_bad_seed_and_its_order_replays():
+    """Seeded with forward's topological order only, the anytime local search finds a cheaper complete
+    order (it also draws Markowitz orders with random tie-breaking); its order, replayed by name,
+    costs what the search said and gives forward's Jacobian."""
+    import time
+    from jacobians import elimination as el
+    r = np.random.default_rng(2)
+    x, W = r.normal(size=(2, 3)), r.normal(size=(5, 3, 3)) / 3
+    graph, _ = jac.jacobian(gated_stack, wrt="x", order="reverse").plan_and_graph((x, W), {})
+    start = el._initial(graph, ["x"], "optimal", 8, {})
+    topo = start.remaining()
+    seed = el._run(start.clone(), topo, None)
+    seed_cost = seed.clone()
+    seed_cost.finish()
+    found = el._local_search(start, [topo], time.perf_counter() + 1.0, seed_cost.flops)
+    assert found is not None and sorted(found.eliminated) == sorted(topo)
+    cost = found.clone()
+    cost.finish()
+    assert cost.flops < seed_cost.flops
+    names = tuple(graph.nodes[v].name for v in found.eliminated)
+    (flops, _, _, replayed, _), = eliminate(graph, ["x"], Elimination(names), "optimal", 8, {})
+    assert flops == cost.flops and replayed == names
+    J = jac.jacobian(gated_stack, wrt="x", order=Elimination(names))(x, W)
+    np.testing.assert_allclose(J, jac.jacobian(gated_stack, wrt="x", order="forward")(x, W), rtol=1e-10, atol=1e-12)
+
