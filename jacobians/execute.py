@@ -135,8 +135,7 @@ def _windows(step: WindowStep, arrays: list, dtype, xp=_numpy, device=None):
     terms = step.network.terms
     offsets = [w[2] for w in step.windows]
     fixed = [arrays[k] for k in step.fixed]
-    held = np.ascontiguousarray(step.pre.contract(fixed, step.pre_path) if len(fixed) > 1 else
-                                step.pre.contract(fixed, ()))
+    held = np.ascontiguousarray(step.pre.contract(fixed, step.pre_path))   # pre_path is () for one operand
     arrays = [arrays[k] for k in step.varying]
     terms = [terms[k] for k in step.varying]
     spans = [w[4] for w in step.windows]

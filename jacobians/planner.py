@@ -515,7 +515,8 @@ def _scatter_into(planner: _Planner, block: Block, layout: str) -> bool:
 
 
 def _slots_read(step) -> set[int]:
-    return {s.index for s in step.sources if isinstance(s, Slot)} | (
+    """The slots a step reads: its Slot sources and the block it adds into (a ZeroStep reads none)."""
+    return {s.index for s in getattr(step, "sources", ()) if isinstance(s, Slot)} | (
         {step.add_to} if getattr(step, "add_to", None) is not None else set())
 
 
@@ -655,11 +656,8 @@ def _bookkeeping(plan: Plan) -> Plan:
     borrowed: set[int] = set()
     views: dict[int, int] = {}     # slot -> the slot it may be a view of
     for i, step in enumerate(plan.steps):
-        for src in getattr(step, "sources", ()):
-            if isinstance(src, Slot):
-                last_use[src.index] = i
-        if getattr(step, "add_to", None) is not None:
-            last_use[step.add_to] = i
+        for slot in _slots_read(step):
+            last_use[slot] = i
         if isinstance(step, NetStep) and len(step.sources) == 1:
             src = step.sources[0]
             if isinstance(src, Link) or (isinstance(src, Slot) and src.index in borrowed):
